@@ -1,0 +1,102 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every module asks `xp()` for the array module instead of importing numpy directly, so one line
+of math runs on either device. CuPy is imported lazily, the first time CUDA is asked for.
+
+    minidiff.set_device("cuda")      # or MINIDIFF_DEVICE=cuda in the environment
+    minidiff.manual_seed(0)          # every random draw of the library is now reproducible
+"""
+import os
+
+import numpy as np
+
+_state = {
+    "device": "cpu",      # "cpu" | "cuda"
+    "xp": np,             # the array module of the device
+    "rng": None,          # the random generator of the device, made by manual_seed
+    "seed": None,
+}
+
+
+def _import_cupy():
+    """Import CuPy and check that a GPU is visible; the error says which one is missing."""
+    try:
+        import cupy
+    except ImportError as e:
+        raise RuntimeError(
+            "device 'cuda' needs CuPy, which is not installed: "
+            "pip install 'minidiff[cuda]' (cupy-cuda12x)") from e
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy raises its own CUDARuntimeError when there is no driver
+        raise RuntimeError(f"device 'cuda' needs an NVIDIA GPU, but CUDA found none ({e})") from e
+    if n < 1:
+        raise RuntimeError("device 'cuda' needs an NVIDIA GPU, but CUDA found none")
+    return cupy
+
+
+def set_device(name):
+    """Choose where arrays live: 'cpu' (NumPy) or 'cuda' (CuPy)."""
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"set_device: device must be 'cpu' or 'cuda', got {name!r}")
+    xp = np if name == "cpu" else _import_cupy()
+    _state.update(device=name, xp=xp, rng=None)
+    if _state["seed"] is not None:
+        manual_seed(_state["seed"])
+
+
+def get_device():
+    return _state["device"]
+
+
+def xp():
+    """The array module of the current device: numpy or cupy."""
+    return _state["xp"]
+
+
+def manual_seed(seed):
+    """Seed the one generator that every random draw of minidiff goes through."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"manual_seed: seed must be a non-negative int, got {seed!r}")
+    _state["seed"] = int(seed)
+    _state["rng"] = _make_rng(int(seed))
+
+
+def _make_rng(seed):
+    if _state["xp"] is np:
+        return np.random.default_rng(seed)
+    return _state["xp"].random.default_rng(seed)
+
+
+def rng():
+    """The library's random generator (a NumPy or CuPy `Generator`)."""
+    if _state["rng"] is None:
+        _state["rng"] = _make_rng(_state["seed"])
+    return _state["rng"]
+
+
+def get_rng_state():
+    """The generator's state as plain JSON-able data, for checkpoints."""
+    return rng().bit_generator.state
+
+
+def set_rng_state(state):
+    rng().bit_generator.state = state
+
+
+def to_numpy(a):
+    """Bring an array to the host as a NumPy array (a no-op on the CPU)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a)
+
+
+def _init_from_env():
+    name = os.environ.get("MINIDIFF_DEVICE", "cpu").strip().lower() or "cpu"
+    if name != "cpu":
+        set_device(name)
+
+
+_init_from_env()

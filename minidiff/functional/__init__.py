@@ -1,0 +1,16 @@
+"""Every differentiable op, each forward beside its hand-written backward.
+
+    elementwise.py   add sub mul div pow maximum neg exp log sqrt abs tanh sigmoid relu silu
+    reduce.py        sum mean
+    shape.py         reshape transpose/permute concat getitem
+    linalg.py        matmul linear
+    conv.py          conv2d avg_pool2d upsample_nearest2d
+    norm.py          group_norm
+    attention.py     softmax attention
+    loss.py          mse_loss dropout
+"""
+from .elementwise import (abs, add, astype, clip, div, exp, log, maximum, mul, neg, pow, relu,
+                          sigmoid, silu, sqrt, sub, tanh)
+from .linalg import linear, matmul
+from .reduce import mean, sum
+from .shape import concat, getitem, permute, reshape, transpose

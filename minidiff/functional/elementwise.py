@@ -1,0 +1,195 @@
+"""Elementwise ops. Binary ops broadcast; their backward sums back with `unbroadcast`."""
+from .. import backend
+from ..tensor import Tensor, unbroadcast
+from ._util import as_tensor, pair
+
+
+# ---------------------------------------------------------------------------- binary
+def add(a, b):
+    a, b = pair(a, b, "add")
+    out = Tensor.make(a.data + b.data, (a, b), "add")
+
+    def _backward():                                   # d(a+b)/da = d(a+b)/db = 1
+        if a.requires_grad:
+            a.accum_grad(unbroadcast(out.grad, a.shape))
+        if b.requires_grad:
+            b.accum_grad(unbroadcast(out.grad, b.shape))
+    return out.set_backward(_backward)
+
+
+def sub(a, b):
+    a, b = pair(a, b, "sub")
+    out = Tensor.make(a.data - b.data, (a, b), "sub")
+
+    def _backward():                                   # d(a-b)/da = 1, d(a-b)/db = -1
+        if a.requires_grad:
+            a.accum_grad(unbroadcast(out.grad, a.shape))
+        if b.requires_grad:
+            b.accum_grad(unbroadcast(-out.grad, b.shape))
+    return out.set_backward(_backward)
+
+
+def mul(a, b):
+    a, b = pair(a, b, "mul")
+    out = Tensor.make(a.data * b.data, (a, b), "mul")
+
+    def _backward():                                   # d(ab)/da = b, d(ab)/db = a
+        if a.requires_grad:
+            a.accum_grad(unbroadcast(out.grad * b.data, a.shape))
+        if b.requires_grad:
+            b.accum_grad(unbroadcast(out.grad * a.data, b.shape))
+    return out.set_backward(_backward)
+
+
+def div(a, b):
+    a, b = pair(a, b, "div")
+    out = Tensor.make(a.data / b.data, (a, b), "div")
+
+    def _backward():                                   # d(a/b)/da = 1/b, d(a/b)/db = -a/b²
+        if a.requires_grad:
+            a.accum_grad(unbroadcast(out.grad / b.data, a.shape))
+        if b.requires_grad:
+            b.accum_grad(unbroadcast(-out.grad * out.data / b.data, b.shape))
+    return out.set_backward(_backward)
+
+
+def pow(a, b):
+    """a ** b. With a Tensor exponent, the gradient for b is a^b·log(a), defined for a > 0."""
+    a, b = pair(a, b, "pow")
+    xp = backend.xp()
+    out = Tensor.make(a.data ** b.data, (a, b), "pow")
+
+    def _backward():
+        if a.requires_grad:                            # d(a^b)/da = b·a^(b-1)
+            a.accum_grad(unbroadcast(out.grad * b.data * a.data ** (b.data - 1), a.shape))
+        if b.requires_grad:                            # d(a^b)/db = a^b·log(a)
+            b.accum_grad(unbroadcast(out.grad * out.data * xp.log(a.data), b.shape))
+    return out.set_backward(_backward)
+
+
+def maximum(a, b):
+    """Elementwise max; a tie sends the gradient to a."""
+    a, b = pair(a, b, "maximum")
+    xp = backend.xp()
+    take_a = a.data >= b.data
+    out = Tensor.make(xp.where(take_a, a.data, b.data), (a, b), "maximum")
+
+    def _backward():
+        if a.requires_grad:
+            a.accum_grad(unbroadcast(out.grad * take_a, a.shape))
+        if b.requires_grad:
+            b.accum_grad(unbroadcast(out.grad * ~take_a, b.shape))
+    return out.set_backward(_backward)
+
+
+# ---------------------------------------------------------------------------- unary
+def neg(x):
+    x = as_tensor(x)
+    out = Tensor.make(-x.data, (x,), "neg")
+
+    def _backward():
+        x.accum_grad(-out.grad)
+    return out.set_backward(_backward)
+
+
+def exp(x):
+    x = as_tensor(x)
+    out = Tensor.make(backend.xp().exp(x.data), (x,), "exp")
+
+    def _backward():                                   # d exp(x) = exp(x)
+        x.accum_grad(out.grad * out.data)
+    return out.set_backward(_backward)
+
+
+def log(x):
+    x = as_tensor(x)
+    out = Tensor.make(backend.xp().log(x.data), (x,), "log")
+
+    def _backward():                                   # d log(x) = 1/x
+        x.accum_grad(out.grad / x.data)
+    return out.set_backward(_backward)
+
+
+def sqrt(x):
+    x = as_tensor(x)
+    out = Tensor.make(backend.xp().sqrt(x.data), (x,), "sqrt")
+
+    def _backward():                                   # d √x = 1 / (2√x)
+        x.accum_grad(out.grad / (2 * out.data))
+    return out.set_backward(_backward)
+
+
+def abs(x):
+    x = as_tensor(x)
+    xp = backend.xp()
+    out = Tensor.make(xp.abs(x.data), (x,), "abs")
+
+    def _backward():                                   # d|x| = sign(x), 0 at 0
+        x.accum_grad(out.grad * xp.sign(x.data))
+    return out.set_backward(_backward)
+
+
+def tanh(x):
+    x = as_tensor(x)
+    out = Tensor.make(backend.xp().tanh(x.data), (x,), "tanh")
+
+    def _backward():                                   # d tanh = 1 - tanh²
+        x.accum_grad(out.grad * (1 - out.data * out.data))
+    return out.set_backward(_backward)
+
+
+def _sigmoid(xp, a):
+    """1 / (1 + e^-a), written so that neither branch overflows."""
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid(x):
+    x = as_tensor(x)
+    out = Tensor.make(_sigmoid(backend.xp(), x.data), (x,), "sigmoid")
+
+    def _backward():                                   # dσ = σ(1 - σ)
+        x.accum_grad(out.grad * out.data * (1 - out.data))
+    return out.set_backward(_backward)
+
+
+def relu(x):
+    x = as_tensor(x)
+    mask = x.data > 0
+    out = Tensor.make(x.data * mask, (x,), "relu")
+
+    def _backward():                                   # d relu = 1 where x > 0, else 0
+        x.accum_grad(out.grad * mask)
+    return out.set_backward(_backward)
+
+
+def silu(x):
+    """x·σ(x) (Elfwing et al. 2018), the nonlinearity of Ho et al.'s U-Net."""
+    x = as_tensor(x)
+    s = _sigmoid(backend.xp(), x.data)
+    out = Tensor.make(x.data * s, (x,), "silu")
+
+    def _backward():                                   # d(xσ) = σ + xσ(1-σ) = σ(1 + x(1-σ))
+        x.accum_grad(out.grad * s * (1 + x.data * (1 - s)))
+    return out.set_backward(_backward)
+
+
+def clip(x, lo, hi):
+    """Clamp to [lo, hi]; the gradient passes only where x was inside."""
+    x = as_tensor(x)
+    inside = (x.data >= lo) & (x.data <= hi)
+    out = Tensor.make(backend.xp().clip(x.data, lo, hi), (x,), "clip")
+
+    def _backward():
+        x.accum_grad(out.grad * inside)
+    return out.set_backward(_backward)
+
+
+def astype(x, dtype):
+    """Cast (float32 <-> float64); the gradient is cast back."""
+    x = as_tensor(x)
+    out = Tensor.make(x.data.astype(dtype), (x,), "astype")
+
+    def _backward():
+        x.accum_grad(out.grad.astype(x.dtype))
+    return out.set_backward(_backward)

@@ -1,0 +1,47 @@
+"""Reductions: sum and mean over any axes, with keepdims."""
+from .. import backend
+from ..tensor import Tensor
+from ._util import as_tensor
+
+
+def _axes(axis, ndim, op):
+    """axis (None, int or tuple, negatives allowed) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-d tensor")
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _expand_back(g, shape, axes):
+    """Broadcast a reduced gradient back over the axes it was reduced along."""
+    xp = backend.xp()
+    kept = list(shape)
+    for a in axes:
+        kept[a] = 1
+    return xp.broadcast_to(g.reshape(kept), shape)
+
+
+def sum(x, axis=None, keepdims=False):
+    x = as_tensor(x)
+    axes = _axes(axis, x.ndim, "sum")
+    out = Tensor.make(x.data.sum(axis=axes, keepdims=keepdims), (x,), "sum")
+
+    def _backward():                                   # every summand gets the output's grad
+        x.accum_grad(_expand_back(out.grad, x.shape, axes).copy())
+    return out.set_backward(_backward)
+
+
+def mean(x, axis=None, keepdims=False):
+    x = as_tensor(x)
+    axes = _axes(axis, x.ndim, "mean")
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    out = Tensor.make(x.data.mean(axis=axes, keepdims=keepdims), (x,), "mean")
+
+    def _backward():                                   # each of the n summands gets grad / n
+        x.accum_grad(_expand_back(out.grad, x.shape, axes) / n)
+    return out.set_backward(_backward)

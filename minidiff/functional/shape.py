@@ -1,0 +1,92 @@
+"""Shape ops: reshape, transpose/permute, concat, indexing. They move numbers, never change
+them, so each backward moves the gradient back the same way."""
+import builtins
+
+from .. import backend
+from ..tensor import Tensor
+from ._util import as_tensor
+
+
+def reshape(x, *shape):
+    x = as_tensor(x)
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    try:
+        data = x.data.reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape {x.shape} ({x.size} elements) "
+                         f"into {shape}") from None
+    out = Tensor.make(data, (x,), "reshape")
+
+    def _backward():
+        x.accum_grad(out.grad.reshape(x.shape))
+    return out.set_backward(_backward)
+
+
+def transpose(x, *axes):
+    """Permute axes (all reversed when none are given), like numpy.transpose."""
+    x = as_tensor(x)
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    axes = axes or tuple(reversed(range(x.ndim)))
+    if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation for shape {x.shape}")
+    axes = tuple(a % x.ndim for a in axes)
+    inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i]))
+    out = Tensor.make(x.data.transpose(axes), (x,), "transpose")
+
+    def _backward():                                   # the inverse permutation
+        x.accum_grad(out.grad.transpose(inverse))
+    return out.set_backward(_backward)
+
+
+permute = transpose
+
+
+def concat(tensors, axis=0):
+    """Join along an existing axis; the backward slices the gradient back into pieces."""
+    ts = [as_tensor(t) for t in tensors]
+    if not ts:
+        raise ValueError("concat: needs at least one tensor")
+    ref = ts[0]
+    ax = axis % ref.ndim
+    for t in ts[1:]:
+        if t.dtype != ref.dtype:
+            raise ValueError(f"concat: dtype mismatch, {ref.dtype} {ref.shape} vs "
+                             f"{t.dtype} {t.shape}")
+        if t.ndim != ref.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref.shape))
+                                     if i != ax):
+            raise ValueError(f"concat: shapes {ref.shape} and {t.shape} differ off axis {axis}")
+    out = Tensor.make(backend.xp().concatenate([t.data for t in ts], axis=ax), ts, "concat")
+    bounds = [0]
+    for t in ts:
+        bounds.append(bounds[-1] + t.shape[ax])
+
+    def _backward():
+        for t, lo, hi in zip(ts, bounds[:-1], bounds[1:]):
+            if t.requires_grad:
+                idx = (builtins.slice(None),) * ax + (builtins.slice(lo, hi),)
+                t.accum_grad(out.grad[idx].copy())
+    return out.set_backward(_backward)
+
+
+def getitem(x, idx):
+    """Indexing by ints and slices (basic indexing): the backward scatters into zeros."""
+    x = as_tensor(x)
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    for p in parts:
+        if not isinstance(p, (int, builtins.slice)) and p is not Ellipsis and p is not None:
+            raise ValueError(f"getitem: index {p!r} is not an int or slice (only basic "
+                             f"indexing is differentiable here)")
+    try:
+        data = x.data[idx]
+    except IndexError as e:
+        raise ValueError(f"getitem: index {idx!r} out of range for shape {x.shape}: {e}") \
+            from None
+    out = Tensor.make(data, (x,), "getitem")
+
+    def _backward():
+        g = backend.xp().zeros_like(x.data)
+        g[idx] = out.grad
+        x.accum_grad(g)
+    return out.set_backward(_backward)

@@ -1,0 +1,202 @@
+"""Tensor: an array plus the graph that made it, and backward().
+
+Every op (in functional/) builds its output with `Tensor.make(data, parents, op)`, defines a
+`_backward` closure "local gradient x out.grad, accumulated into the parents", and attaches it
+with `out.set_backward(_backward)`. backward() is a topological sort plus a reversed loop, as in
+micrograd's engine.
+"""
+import contextlib
+
+import numpy as np
+
+from . import backend
+
+DEFAULT_DTYPE = np.float32
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_grad_enabled = [True]
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block, ops build no graph: nothing is kept for a backward pass."""
+    prev = _grad_enabled[0]
+    _grad_enabled[0] = False
+    try:
+        yield
+    finally:
+        _grad_enabled[0] = prev
+
+
+def is_grad_enabled():
+    return _grad_enabled[0]
+
+
+def unbroadcast(grad, shape):
+    """The adjoint of broadcasting: sum `grad` back down to `shape`.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1, so the
+    gradient of each copy must be summed into the one element it came from.
+    """
+    if grad.shape == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    grad = grad.sum(axis=tuple(range(lead))) if lead > 0 else grad     # new leading axes
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=axes, keepdims=True) if axes else grad        # stretched size-1 axes
+
+
+def _as_array(data, dtype):
+    xp = backend.xp()
+    if dtype is not None:
+        return xp.asarray(data, dtype=dtype)
+    arr = xp.asarray(data)
+    if arr.dtype in FLOAT_DTYPES:
+        return arr                           # float32 and float64 arrays keep their precision
+    return arr.astype(DEFAULT_DTYPE)         # Python numbers, lists and ints become float32
+
+
+class Tensor:
+    """An n-d array of float32 (default) or float64 that remembers how it was computed."""
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = _as_array(data, dtype)
+        if self.data.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"Tensor: dtype must be float32 or float64, got {self.data.dtype}")
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._prev = ()            # the tensors this one was computed from
+        self._backward = None      # closure that pushes self.grad into self._prev
+        self._op = ""              # name of the op that made it, for error messages and repr
+
+    # ------------------------------------------------------------------ graph building
+    @classmethod
+    def make(cls, data, parents, op):
+        """The output of an op: records parents only if a gradient will flow through it."""
+        out = cls.__new__(cls)
+        out.data = data
+        out.grad = None
+        out.requires_grad = _grad_enabled[0] and any(p.requires_grad for p in parents)
+        out._prev = tuple(parents) if out.requires_grad else ()
+        out._backward = None
+        out._op = op
+        return out
+
+    def set_backward(self, fn):
+        if self.requires_grad:
+            self._backward = fn
+        return self
+
+    def accum_grad(self, g):
+        """self.grad += g (a new array, so no gradient buffer is ever shared)."""
+        if g.shape != self.data.shape:
+            raise ValueError(f"{self._op or 'leaf'}: gradient of shape {g.shape} "
+                             f"for a tensor of shape {self.data.shape}")
+        self.grad = g if self.grad is None else self.grad + g
+
+    def backward(self, grad=None):
+        """Fill .grad of every tensor this one depends on (requires_grad=True leaves)."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (was it made under "
+                               "no_grad, or from tensors with requires_grad=False?)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: output has shape {self.shape}, not a scalar; pass grad=, an "
+                    f"array of shape {self.shape} holding d(loss)/d(output)")
+            grad = backend.xp().ones_like(self.data)
+        grad = Tensor(grad, dtype=self.dtype).data
+        if grad.shape != self.shape:
+            raise ValueError(f"backward: grad has shape {grad.shape}, output has {self.shape}")
+
+        topo, seen = [], set()
+        stack = [(self, False)]
+        while stack:                          # iterative DFS: deep graphs can't overflow
+            node, done = stack.pop()
+            if done:
+                topo.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._prev if id(p) not in seen)
+
+        self.grad = grad if self.grad is None else self.grad + grad
+        for node in reversed(topo):
+            if node._backward is not None:
+                node._backward()
+                # Free the graph as we go: the closure holds the saved activations.
+                node._backward = None
+                node._prev = ()
+                if node is not self:
+                    node.grad = None          # intermediate gradients are not kept
+
+    # ------------------------------------------------------------------ views of the data
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def detach(self):
+        """The same data, cut off from the graph."""
+        return Tensor(self.data)
+
+    def numpy(self):
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: tensor has {self.data.size} elements, not 1")
+        return float(self.data.reshape(()))
+
+    def astype(self, dtype):
+        return F.astype(self, dtype)
+
+    def __repr__(self):
+        g = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}{g})"
+
+    # ------------------------------------------------------------------ operators
+    def __add__(self, o): return F.add(self, o)
+    def __radd__(self, o): return F.add(o, self)
+    def __sub__(self, o): return F.sub(self, o)
+    def __rsub__(self, o): return F.sub(o, self)
+    def __mul__(self, o): return F.mul(self, o)
+    def __rmul__(self, o): return F.mul(o, self)
+    def __truediv__(self, o): return F.div(self, o)
+    def __rtruediv__(self, o): return F.div(o, self)
+    def __pow__(self, o): return F.pow(self, o)
+    def __matmul__(self, o): return F.matmul(self, o)
+    def __neg__(self): return F.neg(self)
+    def __getitem__(self, idx): return F.getitem(self, idx)
+
+    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
+    def reshape(self, *shape): return F.reshape(self, *shape)
+    def transpose(self, *axes): return F.transpose(self, *axes)
+    def exp(self): return F.exp(self)
+    def log(self): return F.log(self)
+
+    @property
+    def T(self):
+        return F.transpose(self)
+
+
+from . import functional as F  # noqa: E402  (functional needs Tensor defined first)

@@ -1,0 +1,19 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="minidiff",
+    version="0.1.0",
+    description="Denoising Diffusion Probabilistic Models from scratch, NumPy and CUDA",
+    packages=find_packages(include=["minidiff", "minidiff.*"]),
+    package_data={"minidiff": ["assets/*.png"]},
+    python_requires=">=3.10",
+    install_requires=["numpy>=1.23", "pillow>=9"],
+    extras_require={
+        "cuda": ["cupy-cuda12x"],
+        "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc", "cuda-bindings"],
+        "progress": ["tqdm"],
+        "digits": ["scikit-learn"],
+        "bench": ["torch==2.13.0", "threadpoolctl"],
+    },
+    entry_points={"console_scripts": ["minidiff=minidiff.cli:main"]},
+)

@@ -1,0 +1,29 @@
+"""Shared test set-up: hypothesis profiles and a fresh seed per test."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import minidiff
+
+# CI keeps example counts modest; `HYPOTHESIS_PROFILE=thorough pytest` digs deeper.
+settings.register_profile("ci", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _cpu_and_seeded():
+    """Every test starts on the CPU with the library's generator seeded."""
+    minidiff.set_device("cpu")
+    minidiff.manual_seed(1234)
+    yield
+    minidiff.set_device("cpu")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
