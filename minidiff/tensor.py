@@ -50,8 +50,9 @@ def _as_array(data, dtype):
     xp = backend.xp()
     if dtype is not None:
         return xp.asarray(data, dtype=dtype)
+    is_array = hasattr(data, "dtype") and hasattr(data, "shape")
     arr = xp.asarray(data)
-    if arr.dtype in FLOAT_DTYPES:
+    if is_array and arr.dtype in FLOAT_DTYPES:
         return arr                           # float32 and float64 arrays keep their precision
     return arr.astype(DEFAULT_DTYPE)         # Python numbers, lists and ints become float32
 

@@ -27,3 +27,8 @@ def _cpu_and_seeded():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a real NVIDIA GPU with CuPy; skipped without")
+    config.addinivalue_line("markers", "slow: end-to-end runs of a minute or more")
