@@ -21,6 +21,9 @@ def save_checkpoint(path, arrays, meta):
     for name in arrays:
         if name == _META_KEY or not isinstance(name, str):
             raise ValueError(f"save_checkpoint: invalid array name {name!r}")
+        if np.asarray(arrays[name]).dtype.hasobject:
+            raise ValueError(f"save_checkpoint: array {name!r} holds Python objects; only "
+                             f"numeric arrays are saved (no pickle)")
     meta = {"format": FORMAT, **meta}
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
