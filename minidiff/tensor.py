@@ -91,7 +91,8 @@ class Tensor:
         return self
 
     def accum_grad(self, g):
-        """self.grad += g (a new array, so no gradient buffer is ever shared)."""
+        """self.grad += g, never in place: two tensors may hold the same gradient array, so
+        nothing may edit a .grad in place."""
         if g.shape != self.data.shape:
             raise ValueError(f"{self._op or 'leaf'}: gradient of shape {g.shape} "
                              f"for a tensor of shape {self.data.shape}")

@@ -9,8 +9,11 @@
     attention.py     softmax attention
     loss.py          mse_loss dropout
 """
+from .attention import attention, softmax
 from .elementwise import (abs, add, astype, clip, div, exp, log, maximum, mul, neg, pow, relu,
                           sigmoid, silu, sqrt, sub, tanh)
 from .linalg import linear, matmul
+from .loss import dropout, mse_loss
+from .norm import group_norm
 from .reduce import mean, sum
 from .shape import concat, getitem, permute, reshape, transpose

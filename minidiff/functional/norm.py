@@ -1,0 +1,82 @@
+"""Group normalisation (Wu & He 2018), the normaliser of Ho et al.'s U-Net.
+
+The C channels are split into G groups of C/G channels. Each (sample, group) slice is
+normalised to mean 0 and variance 1 over its channels and pixels, then every channel gets its
+own scale γ (weight) and shift β (bias):
+
+    μ = mean(x over the group)            σ² = mean((x - μ)² over the group)
+    x̂ = (x - μ) / √(σ² + ε)               y = γ_c · x̂ + β_c
+
+The backward is written in closed form (not by chaining primitive ops); it keeps only μ and
+rstd = 1/√(σ² + ε) and rebuilds x̂ from x, as a fused GPU kernel would.
+"""
+import numbers
+
+from .. import backend
+from ..tensor import Tensor
+from ._util import as_tensor, same_dtype
+
+
+def _check_group_norm(x, num_groups, weight, bias):
+    if x.ndim < 2:
+        raise ValueError(f"group_norm: input must be (B, C) or (B, C, H, W), got shape {x.shape}")
+    C = x.shape[1]
+    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) \
+            or num_groups < 1:
+        raise ValueError(f"group_norm: num_groups must be a positive int, got {num_groups!r}")
+    if C % num_groups != 0:
+        raise ValueError(f"group_norm: C={C} channels (input shape {x.shape}) are not "
+                         f"divisible by num_groups={num_groups}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (C,):
+            raise ValueError(f"group_norm: {name} must have shape ({C},) for input "
+                             f"{x.shape}, got {t.shape}")
+    same_dtype("group_norm", x, weight, bias)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise x of shape (B, C) or (B, C, H, W) in num_groups groups of channels.
+
+    weight and bias (γ, β) have shape (C,); None leaves that part out.
+    """
+    x = as_tensor(x)
+    weight = None if weight is None else as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
+    _check_group_norm(x, num_groups, weight, bias)
+    if not eps > 0:
+        raise ValueError(f"group_norm: eps must be > 0, got {eps!r}")
+    xp = backend.xp()
+    B, C = x.shape[:2]
+    G = num_groups
+    per_channel = (1, C) + (1,) * (x.ndim - 2)                    # γ, β broadcast over pixels
+
+    xg = x.data.reshape(B, G, -1)                                  # (B, G, C/G · H · W)
+    mean = xg.mean(axis=2, keepdims=True)              # (B, G, 1) μ, Wu & He 2018, Eq. 2
+    xc = xg - mean                                     # (B, G, M) x - μ
+    var = (xc * xc).mean(axis=2, keepdims=True)        # (B, G, 1) σ², Wu & He 2018, Eq. 2
+    rstd = 1.0 / xp.sqrt(var + eps)                    # (B, G, 1) 1/√(σ² + ε)
+    x_hat = (xc * rstd).reshape(x.shape)               # (B, C, ...) x̂, Wu & He 2018, Eq. 1
+    y = x_hat if weight is None else x_hat * weight.data.reshape(per_channel)
+    if bias is not None:
+        y = y + bias.data.reshape(per_channel)         # y = γ x̂ + β, Wu & He 2018, Eq. 4
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+    out = Tensor.make(y, parents, "group_norm")
+    del xc, x_hat                                                  # only μ and rstd are kept
+
+    def _backward():
+        dy = out.grad                                              # (B, C, ...)
+        x_hat = ((x.data.reshape(B, G, -1) - mean) * rstd).reshape(x.shape)
+        reduce_axes = (0,) + tuple(range(2, x.ndim))               # all but the channel axis
+        if weight is not None and weight.requires_grad:
+            weight.accum_grad((dy * x_hat).sum(axis=reduce_axes))  # dγ_c = Σ dy · x̂
+        if bias is not None and bias.requires_grad:
+            bias.accum_grad(dy.sum(axis=reduce_axes))              # dβ_c = Σ dy
+        if x.requires_grad:
+            dx_hat = dy if weight is None else dy * weight.data.reshape(per_channel)
+            dx_hat = dx_hat.reshape(B, G, -1)                      # (B, G, M)
+            x_hat_g = x_hat.reshape(B, G, -1)                      # (B, G, M)
+            # dx = rstd · (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂)), means over each group
+            dx = rstd * (dx_hat - dx_hat.mean(axis=2, keepdims=True)
+                         - x_hat_g * (dx_hat * x_hat_g).mean(axis=2, keepdims=True))
+            x.accum_grad(dx.reshape(x.shape))
+    return out.set_backward(_backward)
