@@ -1,0 +1,38 @@
+"""MLPDenoiser: the network for 2-D data (the 2-D experiment's `Denoising` network).
+
+    [x_t, sinusoid(t)] -> depth x (Linear(hidden), SiLU) -> Linear(data_dim)
+
+Its output has the shape of x_t. What it means (ε, x0, the posterior mean μ, or v) is chosen by
+GaussianDiffusion's parameterisation, not by the network.
+"""
+import numpy as np
+
+from .. import functional as F
+from ..functional._util import as_tensor
+from ..nn import Linear, Module
+from .embedding import timestep_embedding
+
+
+class MLPDenoiser(Module):
+    def __init__(self, data_dim=2, time_dim=128, hidden=256, depth=3, dtype=np.float32):
+        super().__init__()
+        if min(data_dim, hidden, depth) < 1:
+            raise ValueError(f"MLPDenoiser: data_dim, hidden and depth must be >= 1, got "
+                             f"{data_dim}, {hidden}, {depth}")
+        self.data_dim, self.time_dim = data_dim, time_dim
+        self.dtype = dtype
+        widths = [data_dim + time_dim] + [hidden] * depth
+        self.layers = [Linear(a, b, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])]
+        self.out = Linear(hidden, data_dim, dtype=dtype)
+
+    def forward(self, x, t):
+        x = as_tensor(x)
+        if x.ndim != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(f"MLPDenoiser: x must be (B, {self.data_dim}), got {x.shape}")
+        if len(t) != x.shape[0]:
+            raise ValueError(f"MLPDenoiser: t has {len(t)} entries for a batch of {x.shape[0]}")
+        temb = timestep_embedding(t, self.time_dim, self.dtype)           # (B, time_dim)
+        h = F.concat([x, temb], axis=1)                                   # (B, data_dim + time_dim)
+        for layer in self.layers:
+            h = F.silu(layer(h))                                          # (B, hidden)
+        return self.out(h)                                                # (B, data_dim)

@@ -1,0 +1,182 @@
+"""The U-Net of Ho et al. 2020 (Appendix B), as in their diffusion_tf/models/unet.py.
+
+    x (B, C, H, W) --conv_in--> down path: per level, num_res_blocks ResBlocks (+ attention at
+    attn_resolutions), then a stride-2 conv (not after the last level)
+    --> middle: ResBlock, AttnBlock, ResBlock
+    --> up path: per level, num_res_blocks + 1 ResBlocks, each eating one concatenated skip,
+    then nearest x2 + conv (not after the first level) --> GroupNorm, SiLU, conv_out
+
+The timestep enters every ResBlock through the embedding MLP. Output convs start at zero
+(Ho et al. use init_scale=0 for them), so an untrained network predicts 0.
+"""
+import numpy as np
+
+from .. import functional as F
+from ..functional.attention import attention
+from ..functional.conv import upsample_nearest2d
+from ..nn import Conv2d, Dropout, GroupNorm, Linear, Module
+from .embedding import timestep_embedding
+
+# Presets. `tiny` and `small` are ../shared/bench/common.py's configurations; `cifar10` is
+# Ho et al.'s 35.7M-parameter CIFAR-10 model (ch=128, ch_mult=(1, 2, 2, 2), 2 res blocks,
+# attention at 16x16, dropout 0.1).
+PRESETS = {
+    "tiny": dict(in_channels=1, image_size=16, base_channels=32, ch_mult=(1, 2),
+                 num_res_blocks=1, attn_resolutions=(8,), groups=8, dropout=0.0),
+    "small": dict(in_channels=3, image_size=32, base_channels=64, ch_mult=(1, 2, 2),
+                  num_res_blocks=2, attn_resolutions=(16,), groups=8, dropout=0.0),
+    "cifar10": dict(in_channels=3, image_size=32, base_channels=128, ch_mult=(1, 2, 2, 2),
+                    num_res_blocks=2, attn_resolutions=(16,), groups=32, dropout=0.1),
+}
+
+
+class ResBlock(Module):
+    """GN -> SiLU -> conv -> + Dense(SiLU(temb)) -> GN -> SiLU -> dropout -> conv, + shortcut."""
+
+    def __init__(self, cin, cout, tdim, groups, dropout, dtype):
+        super().__init__()
+        self.norm1 = GroupNorm(groups, cin, dtype=dtype)
+        self.conv1 = Conv2d(cin, cout, 3, padding=1, dtype=dtype)
+        self.temb = Linear(tdim, cout, dtype=dtype)
+        self.norm2 = GroupNorm(groups, cout, dtype=dtype)
+        self.dropout = Dropout(dropout)
+        self.conv2 = Conv2d(cout, cout, 3, padding=1, init_scale=0.0, dtype=dtype)
+        # 1x1 "NIN" shortcut when the channel count changes (Ho et al.'s nin_shortcut)
+        self.skip = Conv2d(cin, cout, 1, dtype=dtype) if cin != cout else None
+
+    def forward(self, x, temb):                                 # x (B, cin, H, W), temb (B, T)
+        h = self.conv1(F.silu(self.norm1(x)))                   # (B, cout, H, W)
+        t = self.temb(F.silu(temb))                             # (B, cout)
+        h = h + F.reshape(t, t.shape + (1, 1))                  # broadcast over H, W
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))     # (B, cout, H, W)
+        shortcut = x if self.skip is None else self.skip(x)
+        return shortcut + h
+
+
+class AttnBlock(Module):
+    """Single-head self-attention over the H*W positions, with a residual connection."""
+
+    def __init__(self, ch, groups, dtype):
+        super().__init__()
+        self.norm = GroupNorm(groups, ch, dtype=dtype)
+        self.qkv = Conv2d(ch, 3 * ch, 1, dtype=dtype)       # Ho et al.'s q, k, v NIN layers, fused
+        self.proj = Conv2d(ch, ch, 1, init_scale=0.0, dtype=dtype)
+
+    def forward(self, x):                                       # x (B, C, H, W)
+        B, C, H, W = x.shape
+        qkv = F.reshape(self.qkv(self.norm(x)), (B, 3, C, H * W))   # (B, 3, C, N)
+        h = attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])          # (B, C, N)
+        return x + self.proj(F.reshape(h, (B, C, H, W)))
+
+
+class Downsample(Module):
+    def __init__(self, ch, dtype):
+        super().__init__()
+        self.conv = Conv2d(ch, ch, 3, stride=2, padding=1, dtype=dtype)
+
+    def forward(self, x):                                       # (B, C, H, W) -> (B, C, H/2, W/2)
+        return self.conv(x)
+
+
+class Upsample(Module):
+    def __init__(self, ch, dtype):
+        super().__init__()
+        self.conv = Conv2d(ch, ch, 3, padding=1, dtype=dtype)
+
+    def forward(self, x):                                       # (B, C, H, W) -> (B, C, 2H, 2W)
+        return self.conv(upsample_nearest2d(x, 2))
+
+
+class UNet(Module):
+    def __init__(self, in_channels=3, image_size=32, base_channels=64, ch_mult=(1, 2, 2),
+                 num_res_blocks=2, attn_resolutions=(16,), groups=8, dropout=0.0,
+                 dtype=np.float32):
+        super().__init__()
+        ch, tdim = base_channels, 4 * base_channels
+        if ch % groups or any((ch * m) % groups for m in ch_mult):
+            raise ValueError(f"UNet: every channel count ({ch} x {tuple(ch_mult)}) must be "
+                             f"divisible by groups={groups}")
+        if image_size % (2 ** (len(ch_mult) - 1)):
+            raise ValueError(f"UNet: image_size {image_size} must be divisible by "
+                             f"2^(levels-1) = {2 ** (len(ch_mult) - 1)}")
+        self.config = dict(in_channels=in_channels, image_size=image_size,
+                           base_channels=base_channels, ch_mult=tuple(ch_mult),
+                           num_res_blocks=num_res_blocks, attn_resolutions=tuple(attn_resolutions),
+                           groups=groups, dropout=dropout)
+        self.in_channels, self.image_size, self.base, self.dtype = (in_channels, image_size, ch,
+                                                                    dtype)
+        # timestep embedding MLP: sinusoid(ch) -> Dense(4ch) -> SiLU -> Dense(4ch)
+        self.temb0 = Linear(ch, tdim, dtype=dtype)
+        self.temb1 = Linear(tdim, tdim, dtype=dtype)
+        self.conv_in = Conv2d(in_channels, ch, 3, padding=1, dtype=dtype)
+
+        # Down path. `skips` remembers the channel count of every activation pushed for the up
+        # path, in push order.
+        self.down, skips, cur, res = [], [ch], ch, image_size
+        for level, mult in enumerate(ch_mult):
+            for _ in range(num_res_blocks):
+                self.down.append(ResBlock(cur, ch * mult, tdim, groups, dropout, dtype))
+                cur = ch * mult
+                if res in attn_resolutions:
+                    self.down.append(AttnBlock(cur, groups, dtype))
+                skips.append(cur)
+            if level != len(ch_mult) - 1:
+                self.down.append(Downsample(cur, dtype))
+                skips.append(cur)
+                res //= 2
+
+        self.mid1 = ResBlock(cur, cur, tdim, groups, dropout, dtype)
+        self.mid_attn = AttnBlock(cur, groups, dtype)
+        self.mid2 = ResBlock(cur, cur, tdim, groups, dropout, dtype)
+
+        # Up path: num_res_blocks + 1 ResBlocks per level, each on [h, skip] concatenated.
+        self.up = []
+        for level, mult in reversed(list(enumerate(ch_mult))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(ResBlock(cur + skips.pop(), ch * mult, tdim, groups, dropout,
+                                        dtype))
+                cur = ch * mult
+                if res in attn_resolutions:
+                    self.up.append(AttnBlock(cur, groups, dtype))
+            if level != 0:
+                self.up.append(Upsample(cur, dtype))
+                res *= 2
+        assert not skips, "every skip connection is consumed"
+
+        self.norm_out = GroupNorm(groups, cur, dtype=dtype)
+        self.conv_out = Conv2d(cur, in_channels, 3, padding=1, init_scale=0.0, dtype=dtype)
+
+    def forward(self, x, t):                                    # x (B, C, H, W), t (B,)
+        if x.ndim != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
+            raise ValueError(f"UNet: x must be (B, {self.in_channels}, {self.image_size}, "
+                             f"{self.image_size}), got {x.shape}")
+        if len(t) != x.shape[0]:
+            raise ValueError(f"UNet: t has {len(t)} entries for a batch of {x.shape[0]}")
+        temb = timestep_embedding(t, self.base, self.dtype)     # (B, ch)
+        temb = self.temb1(F.silu(self.temb0(temb)))             # (B, 4ch)
+
+        hs = [self.conv_in(x)]                                  # (B, ch, H, W)
+        for m in self.down:
+            if isinstance(m, ResBlock):
+                hs.append(m(hs[-1], temb))
+            elif isinstance(m, AttnBlock):
+                hs[-1] = m(hs[-1])                              # attention refines the last push
+            else:
+                hs.append(m(hs[-1]))                            # Downsample
+
+        h = self.mid2(self.mid_attn(self.mid1(hs[-1], temb)), temb)
+
+        for m in self.up:
+            if isinstance(m, ResBlock):
+                h = m(F.concat([h, hs.pop()], axis=1), temb)    # (B, C + C_skip, H, W) -> ...
+            else:
+                h = m(h)                                        # AttnBlock or Upsample
+        assert not hs
+        return self.conv_out(F.silu(self.norm_out(h)))          # (B, C, H, W)
+
+
+def unet_from_preset(name, **overrides):
+    if name not in PRESETS:
+        raise ValueError(f"unet_from_preset: unknown preset {name!r}; choose from "
+                         f"{sorted(PRESETS)}")
+    return UNet(**{**PRESETS[name], **overrides})
