@@ -4,8 +4,10 @@ setup(
     name="minidiff",
     version="0.1.0",
     description="Denoising Diffusion Probabilistic Models from scratch, NumPy and CUDA",
-    packages=find_packages(include=["minidiff", "minidiff.*"]),
-    package_data={"minidiff": ["assets/*.png"]},
+    # kernels/*.cu ship inside the package as minidiff.kernels, so cuda.py finds them installed
+    packages=find_packages(include=["minidiff", "minidiff.*"]) + ["minidiff.kernels"],
+    package_dir={"minidiff.kernels": "kernels"},
+    package_data={"minidiff": ["assets/*.png"], "minidiff.kernels": ["*.cu"]},
     python_requires=">=3.10",
     install_requires=["numpy>=1.23", "pillow>=9"],
     extras_require={

@@ -1,0 +1,116 @@
+// diffusion.cu: the per-element math of a diffusion step, each fused into one pass that reads
+// its inputs once and writes its outputs once (Ho et al. 2020; DDIM: Song et al. 2021).
+//
+// Kernels (one thread per element):
+//   q_sample        x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps                   (Eq. 4)
+//   posterior_mean  mu~_t(x_t, x0) = c1_t x0 + c2_t x_t, the target of the mu loss   (Eq. 7)
+//   reverse_step    model output (eps | x0 | mu) -> x0^, optionally clipped to [-1, 1];
+//                   mu = mu~_t(x_t, x0^); x_{t-1} = mu + sigma_t z, z unused at t = 0
+//                   (Eq. 6-7, 11; Algorithm 2)
+//   ddim_step       model output (eps | x0) -> x0^ (clipped), eps^ from x0^;
+//                   x_prev = sqrt(abar_prev) x0^ + sqrt(1 - abar_prev - s^2) eps^ + s z
+//                   (Song et al. 2021, Eq. 12 and 16)
+//
+// Layout: every image array is (B, D) flattened, D = per_sample elements; element i belongs
+// to sample i / per_sample and reads the per-timestep buffers (length T) at t[i / per_sample].
+// Time index: arrays are 0-based, index t holds the paper's step t + 1 (as in Ho et al.'s
+// code), so the last reverse step is t = 0.
+// No #include: NVRTC compiles this without any header.
+
+#define PARAM_EPS 0     // the network predicts the noise eps               (Eq. 11)
+#define PARAM_X0 1      // the network predicts x0
+#define PARAM_MU 2      // the network predicts the posterior mean mu (x_{t-1})
+
+__device__ __forceinline__ float clip_unit(float x) {
+    return fminf(fmaxf(x, -1.0f), 1.0f);                      // Ho et al. 2020, Sec. 3.3
+}
+
+extern "C" __global__ void q_sample(const float* __restrict__ x0,
+                                    const float* __restrict__ eps,
+                                    const int* __restrict__ t,
+                                    const float* __restrict__ sqrt_abar,
+                                    const float* __restrict__ sqrt_1m_abar,
+                                    float* __restrict__ x_t, int n, int per_sample) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        int ti = t[i / per_sample];
+        x_t[i] = sqrt_abar[ti] * x0[i] + sqrt_1m_abar[ti] * eps[i];   // Ho et al. 2020, Eq. 4
+    }
+}
+
+extern "C" __global__ void posterior_mean(const float* __restrict__ x0,
+                                          const float* __restrict__ x_t,
+                                          const int* __restrict__ t,
+                                          const float* __restrict__ coef1,
+                                          const float* __restrict__ coef2,
+                                          float* __restrict__ mean, int n, int per_sample) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        int ti = t[i / per_sample];
+        mean[i] = coef1[ti] * x0[i] + coef2[ti] * x_t[i];            // Ho et al. 2020, Eq. 7
+    }
+}
+
+// sqrt_recip_abar = 1 / sqrt(abar_t), sqrt_recipm1_abar = sqrt(1 / abar_t - 1);
+// coef1, coef2: the posterior mean's coefficients (Eq. 7); sigma: the step's standard
+// deviation, sqrt(beta_t) or sqrt(beta~_t) (Sec. 3.2), chosen by the caller.
+extern "C" __global__ void reverse_step(const float* __restrict__ out,
+                                        const float* __restrict__ x_t,
+                                        const int* __restrict__ t,
+                                        const float* __restrict__ z,
+                                        const float* __restrict__ sqrt_recip_abar,
+                                        const float* __restrict__ sqrt_recipm1_abar,
+                                        const float* __restrict__ coef1,
+                                        const float* __restrict__ coef2,
+                                        const float* __restrict__ sigma,
+                                        float* __restrict__ x_prev,
+                                        float* __restrict__ x0_hat,
+                                        int param, int clip, int n, int per_sample) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        int ti = t[i / per_sample];
+        float xt = x_t[i], o = out[i], x0, mu;
+        if (param == PARAM_MU) {
+            mu = o;
+            x0 = (o - coef2[ti] * xt) / coef1[ti];                    // Eq. 7 solved for x0
+            if (clip) x0 = clip_unit(x0);                             // shown, not used in mu
+        } else {
+            x0 = param == PARAM_EPS
+                ? sqrt_recip_abar[ti] * xt - sqrt_recipm1_abar[ti] * o   // Eq. 4 solved for x0
+                : o;
+            if (clip) x0 = clip_unit(x0);
+            mu = coef1[ti] * x0 + coef2[ti] * xt;                     // Ho et al. 2020, Eq. 7
+        }
+        float s = ti > 0 ? sigma[ti] : 0.0f;                         // Algorithm 2, line 3
+        x_prev[i] = mu + s * z[i];                                    // Algorithm 2, line 4
+        x0_hat[i] = x0;
+    }
+}
+
+// abar: the cumulative products (length T); t_prev[b] = -1 means the step to x0 (abar = 1).
+extern "C" __global__ void ddim_step(const float* __restrict__ out,
+                                     const float* __restrict__ x_t,
+                                     const int* __restrict__ t,
+                                     const int* __restrict__ t_prev,
+                                     const float* __restrict__ z,
+                                     const float* __restrict__ abar,
+                                     float* __restrict__ x_prev,
+                                     float* __restrict__ x0_hat,
+                                     int param, int clip, float eta, int n, int per_sample) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        int b = i / per_sample, tp = t_prev[b];
+        float a = abar[t[b]], ap = tp >= 0 ? abar[tp] : 1.0f;
+        float xt = x_t[i], o = out[i];
+        float x0 = param == PARAM_EPS
+            ? (xt - sqrtf(1.0f - a) * o) / sqrtf(a)                    // Song et al. 2021, Eq. 12
+            : o;
+        if (clip) x0 = clip_unit(x0);
+        float e = (xt - sqrtf(a) * x0) / sqrtf(1.0f - a);             // Eq. 4 solved for eps
+        float s = eta * sqrtf((1.0f - ap) / (1.0f - a)                  // Song et al. 2021, Eq. 16
+                              * fmaxf(1.0f - a / ap, 0.0f));
+        float dir = sqrtf(fmaxf(1.0f - ap - s * s, 0.0f));           // Eq. 12, "direction"
+        x_prev[i] = sqrtf(ap) * x0 + dir * e + s * z[i];              // Song et al. 2021, Eq. 12
+        x0_hat[i] = x0;
+    }
+}
