@@ -1,0 +1,22 @@
+"""The diffusion math of Ho et al. 2020, with DDIM and flow matching beside it.
+
+    schedules.py            β_t schedules (float64) and their checks
+    gaussian_diffusion.py   GaussianDiffusion: q_*, p_*, training_losses, samplers (Alg. 1-2)
+    parameterizations.py    ε | x0 | μ | v: network output → x̂0, μ_θ, and the L_simple target
+    variances.py            fixed_large | fixed_small | learned_range: σ_t² of p_θ
+    losses.py               simple (Eq. 14) | mu_mse (Eq. 8) | kl (Eq. 5) | hybrid
+    likelihood.py           normal_kl, discretized decoder (Eq. 13), bits/dim
+    ddim.py                 DDIM sampling over timestep subsequences (Song et al. 2021)
+    flow_matching.py        the straight-path flow matching loss and Euler sampler
+
+Time arrays are 0-based, as in Ho et al.'s code: index t holds the paper's step t+1.
+"""
+from .ddim import ddim_sample_loop, ddim_sample_loop_progressive, ddim_step, ddim_timesteps
+from .flow_matching import (flow_euler_sample, flow_matching_loss, flow_path,
+                            flow_velocity_target)
+from .gaussian_diffusion import GaussianDiffusion, extract
+from .likelihood import (approx_standard_normal_cdf, calc_bpd_loop,
+                         discretized_gaussian_log_likelihood, mean_flat, normal_kl, prior_bpd)
+from .schedules import (check_betas, constant_beta_schedule, cosine_beta_schedule,
+                        get_beta_schedule, linear_beta_schedule, quadratic_beta_schedule,
+                        sigmoid_beta_schedule)
