@@ -60,6 +60,9 @@ def _as_array(data, dtype):
 class Tensor:
     """An n-d array of float32 (default) or float64 that remembers how it was computed."""
 
+    # Make `ndarray * Tensor` call Tensor.__rmul__ instead of building an array of objects.
+    __array_ufunc__ = None
+
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data

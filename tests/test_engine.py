@@ -153,3 +153,11 @@ def test_cuda_without_cupy_says_what_is_missing():
     assert minidiff.get_device() == "cpu"
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         minidiff.set_device("tpu")
+
+
+def test_ndarray_on_the_left_still_builds_a_tensor():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = np.array([3.0, 4.0]) * x
+    assert isinstance(y, Tensor) and y.dtype == np.float64
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 4.0])
