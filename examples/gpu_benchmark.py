@@ -1,15 +1,21 @@
-"""Time every fused CUDA kernel of minidiff against the unfused CuPy sequence it replaces.
+"""Time every fused CUDA kernel of minidiff against the unfused CuPy sequence it replaces,
+then one U-Net training step and one sampling step with the kernels and without.
 
     pip install -e '.[cuda]'
     python examples/gpu_benchmark.py             # needs an NVIDIA GPU
-    python examples/gpu_benchmark.py --size 8388608 --repeats 50
+    python examples/gpu_benchmark.py --size 8388608 --repeats 50 --preset cifar10 --batch 128
 
 For each kernel it prints the time of the fused kernel and of the unfused sequence (the same
 math as minidiff's NumPy code, run by CuPy one array op at a time), the speed-up, and the
 bytes each moves per element (counted from the code, see GPU.md): on a memory-bound GPU the
 speed-up should approach the ratio of the bytes.
+
+The U-Net steps run minidiff itself on the device "cuda": Algorithm 1 (q_sample, forward,
+loss, backward) + AdamW + EMA, and one ancestral step of Algorithm 2. "unfused" is the same
+code inside `cuda.unfused()`, where every op runs its CuPy array code and no kernel is used.
 """
 import argparse
+import contextlib
 import sys
 
 import numpy as np
@@ -35,6 +41,8 @@ def main():
     ap.add_argument("--size", type=int, default=64 * 3 * 64 * 64,
                     help="elements per array (default: a batch of 64 RGB 64x64 images)")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--preset", default="small", help="U-Net preset: tiny, small or cifar10")
+    ap.add_argument("--batch", type=int, default=32, help="U-Net batch size")
     args = ap.parse_args()
     try:
         import cupy as cp
@@ -79,9 +87,10 @@ def main():
 
     rows.append(("reverse_step (eps, clip)",
                  lambda: cuda.reverse_step(eps, x_t, t, z, param="eps", clip=True,
+                                           sigma=buf["sigma"][t],      # sigma_t per sample
                                            **{k: buf[k] for k in ("sqrt_recip_abar",
                                                                   "sqrt_recipm1_abar",
-                                                                  "coef1", "coef2", "sigma")}),
+                                                                  "coef1", "coef2")}),
                  reverse_unfused, 20, 84))
 
     t_prev = cp.maximum(t - 20, -1).astype(cp.int32)
@@ -104,8 +113,9 @@ def main():
 
     def adamw_unfused(p=p.copy(), m=m.copy(), v=v.copy()):
         from minidiff import optim
-        optim.adamw_update(p, g, m, v, hp["t"], hp["lr"], hp["beta1"], hp["beta2"],
-                           hp["eps"], hp["weight_decay"])
+        with cuda.unfused():                 # optim's CuPy array code, not the kernel
+            optim.adamw_update(p, g, m, v, hp["t"], hp["lr"], hp["beta1"], hp["beta2"],
+                               hp["eps"], hp["weight_decay"])
 
     rows.append(("adamw_update",
                  lambda: cuda.adamw_update(p, g, m, v, hp["t"], hp["lr"], hp["beta1"],
@@ -155,7 +165,46 @@ def main():
     for name, fused, unfused, bf, bu in rows:
         tf, tu = timer(cp, fused, args.repeats), timer(cp, unfused, args.repeats)
         print(f"{name:46} {tf:9.3f} {tu:11.3f} {tu / tf:8.2f}x {str(bf):>13} {str(bu):>8}")
+    unet_steps(cp, cuda, args)
     return 0
+
+
+def unet_steps(cp, cuda, args):
+    """One training step and one sampling step of a U-Net, with the kernels and without."""
+    from minidiff.diffusion import GaussianDiffusion, linear_beta_schedule
+    from minidiff.models.unet import unet_from_preset
+    from minidiff.optim import EMA, AdamW
+
+    model = unet_from_preset(args.preset)
+    C, S = model.in_channels, model.image_size
+    d = GaussianDiffusion(linear_beta_schedule(1000))             # Ho et al. 2020, Sec. 4
+    opt = AdamW(model.parameters())
+    ema = EMA(model)
+    rng = cp.random.default_rng(1)
+    x0 = rng.uniform(-1, 1, (args.batch, C, S, S)).astype(cp.float32)     # data in [-1, 1]
+    x_t = rng.standard_normal((args.batch, C, S, S), dtype=cp.float32)
+
+    def train_step():                                                     # Algorithm 1
+        opt.zero_grad()
+        loss = d.training_losses(model, x0).mean()
+        loss.backward()
+        opt.step()
+        ema.update()
+
+    def sample_step():                                                    # Algorithm 2
+        d.p_sample(model, x_t, 500)
+
+    print(f"\nU-Net '{args.preset}' ({model.num_parameters():,} parameters), batch "
+          f"{args.batch}, {C}x{S}x{S}")
+    print(f"{'step':46} {'fused ms':>9} {'unfused ms':>11} {'speed-up':>9}")
+    for name, step in (("train (Alg. 1 + AdamW + EMA)", train_step),
+                       ("sample (one step of Alg. 2)", sample_step)):
+        times = {}
+        for label, mode in (("fused", contextlib.nullcontext), ("unfused", cuda.unfused)):
+            with mode():
+                times[label] = timer(cp, step, max(3, args.repeats // 4))
+        print(f"{name:46} {times['fused']:9.3f} {times['unfused']:11.3f} "
+              f"{times['unfused'] / times['fused']:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,15 @@
 //   q_sample        x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps                   (Eq. 4)
 //   posterior_mean  mu~_t(x_t, x0) = c1_t x0 + c2_t x_t, the target of the mu loss   (Eq. 7)
 //   reverse_step    model output (eps | x0 | mu) -> x0^, optionally clipped to [-1, 1];
-//                   mu = mu~_t(x_t, x0^); x_{t-1} = mu + sigma_t z, z unused at t = 0
+//                   mu = mu~_t(x_t, x0^); x_{t-1} = mu + sigma_b z, z unused at t = 0
 //                   (Eq. 6-7, 11; Algorithm 2)
 //   ddim_step       model output (eps | x0) -> x0^ (clipped), eps^ from x0^;
 //                   x_prev = sqrt(abar_prev) x0^ + sqrt(1 - abar_prev - s^2) eps^ + s z
 //                   (Song et al. 2021, Eq. 12 and 16)
 //
 // Layout: every image array is (B, D) flattened, D = per_sample elements; element i belongs
-// to sample i / per_sample and reads the per-timestep buffers (length T) at t[i / per_sample].
+// to sample b = i / per_sample and reads the per-timestep buffers (length T) at t[b], and the
+// per-sample ones (length B) at b.
 // Time index: arrays are 0-based, index t holds the paper's step t + 1 (as in Ho et al.'s
 // code), so the last reverse step is t = 0.
 // No #include: NVRTC compiles this without any header.
@@ -52,8 +53,9 @@ extern "C" __global__ void posterior_mean(const float* __restrict__ x0,
 }
 
 // sqrt_recip_abar = 1 / sqrt(abar_t), sqrt_recipm1_abar = sqrt(1 / abar_t - 1);
-// coef1, coef2: the posterior mean's coefficients (Eq. 7); sigma: the step's standard
-// deviation, sqrt(beta_t) or sqrt(beta~_t) (Sec. 3.2), chosen by the caller.
+// coef1, coef2: the posterior mean's coefficients (Eq. 7), all four of length T;
+// sigma (length B): each sample's standard deviation sigma_t, sqrt(beta_t) or sqrt(beta~_t)
+// (Sec. 3.2), gathered by the caller from the variance it chose.
 extern "C" __global__ void reverse_step(const float* __restrict__ out,
                                         const float* __restrict__ x_t,
                                         const int* __restrict__ t,
@@ -68,7 +70,7 @@ extern "C" __global__ void reverse_step(const float* __restrict__ out,
                                         int param, int clip, int n, int per_sample) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
-        int ti = t[i / per_sample];
+        int b = i / per_sample, ti = t[b];
         float xt = x_t[i], o = out[i], x0, mu;
         if (param == PARAM_MU) {
             mu = o;
@@ -81,7 +83,7 @@ extern "C" __global__ void reverse_step(const float* __restrict__ out,
             if (clip) x0 = clip_unit(x0);
             mu = coef1[ti] * x0 + coef2[ti] * xt;                     // Ho et al. 2020, Eq. 7
         }
-        float s = ti > 0 ? sigma[ti] : 0.0f;                         // Algorithm 2, line 3
+        float s = ti > 0 ? sigma[b] : 0.0f;                          // Algorithm 2, line 3
         x_prev[i] = mu + s * z[i];                                    // Algorithm 2, line 4
         x0_hat[i] = x0;
     }

@@ -13,6 +13,11 @@ NumPy for CuPy,
     with cuda.emulate(cuda_emu.Module, xp=numpy):
         x_t = cuda.q_sample(x0, noise, t, sqrt_abar, sqrt_1m_abar)
 
+Routing. With the device set to "cuda", the ops (functional/norm.py, attention.py, conv.py),
+the optimizer updates (optim.py) and the diffusion steps (diffusion/) call the functions
+below, each from one `if cuda.use_kernels(...)` at the top of the op; everywhere else, and
+for float64, they run their xp array code (NumPy is the specification).
+
 Time index: arrays are 0-based, index t holds the paper's step t + 1 (Ho et al.'s code).
 """
 import contextlib
@@ -51,6 +56,7 @@ _PACKAGE_KERNELS = Path(__file__).resolve().parent / "kernels"     # after `pip 
 _SOURCE_KERNELS = Path(__file__).resolve().parent.parent / "kernels"   # in a source checkout
 
 _seam = {"module_class": None}      # None: cupy.RawModule
+_routing = {"kernels": True}        # False inside `unfused()`
 _modules = {}                       # file name -> compiled module
 _functions = {}                     # (file name, kernel name) -> launchable kernel
 
@@ -106,6 +112,29 @@ def emulate(module_class, xp=np):
         for d, old in zip((backend._state, _seam, _modules, _functions), saved):
             d.clear()
             d.update(old)
+
+
+def use_kernels(*arrays):
+    """True when the device is "cuda" and every argument is a float32 array of the device:
+    the condition under which an op takes its kernel path. Tensors, float64 arrays (the
+    kernels are float32 only) and the CPU take the op's xp code."""
+    if backend.get_device() != "cuda" or not _routing["kernels"]:
+        return False
+    xp = backend.xp()
+    return all(isinstance(a, xp.ndarray) and a.dtype == np.float32 for a in arrays)
+
+
+@contextlib.contextmanager
+def unfused():
+    """Inside the block every op runs its xp code on the device, one CuPy array op at a time,
+    as if no kernel existed: the baseline of examples/gpu_benchmark.py, and a way to tell a
+    kernel's bug from the model's."""
+    saved = _routing["kernels"]
+    _routing["kernels"] = False
+    try:
+        yield
+    finally:
+        _routing["kernels"] = saved
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -212,17 +241,22 @@ def reverse_step(model_out, x_t, t, z, *, param, clip, sqrt_recip_abar, sqrt_rec
     """One ancestral step (Algorithm 2), fused: returns (x_{t-1}, x0^).
 
     param: what the network predicts, "eps", "x0" or "mu". clip: clip x0^ to [-1, 1].
-    sigma: the per-step standard deviation (sqrt of beta_t or of beta~_t); z: the caller's
-    standard normal draw, unused where t = 0 (Algorithm 2, line 3).
+    sigma (B,): each sample's standard deviation sigma_t (sqrt of beta_t or of beta~_t,
+    gathered by the caller); z: the caller's standard normal draw, unused where t = 0
+    (Algorithm 2, line 3).
     """
     if param not in PARAMS:
         raise ValueError(f"minidiff.cuda.reverse_step: param must be one of {list(PARAMS)}, "
                          f"got {param!r}")
     out, x_t, z = _input(model_out, "model_out"), _input(x_t, "x_t"), _input(z, "z")
     _same_shape("reverse_step", x_t, ("model_out", out), ("z", z))
-    T = len(sigma)
+    sigma = _input(sigma, "sigma")
+    if sigma.shape != x_t.shape[:1]:
+        raise ValueError(f"minidiff.cuda.reverse_step: sigma must have shape ({x_t.shape[0]},), "
+                         f"one per sample, got {sigma.shape}")
+    T = len(coef1)
     bufs = _buffers(T, sqrt_recip_abar=sqrt_recip_abar, sqrt_recipm1_abar=sqrt_recipm1_abar,
-                    coef1=coef1, coef2=coef2, sigma=sigma)
+                    coef1=coef1, coef2=coef2) + [sigma]
     t = _timesteps(t, x_t.shape[0], T, "t")
     xp = backend.xp()
     x_prev = xp.empty(x_t.shape, dtype=np.float32)

@@ -6,27 +6,52 @@
         step on ∇θ ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²   or the loss the config chooses
     until converged
 
-A run lives in one folder: config.json, checkpoint.npz (weights, optimiser state, EMA, step and
-the RNG state: everything to continue bit for bit), log.csv (one row per step) and pictures.
+A run lives in one folder:
+    checkpoint.npz   weights, optimiser state, EMA, step, the RNG state and the config: all it
+                     takes to continue bit for bit (arrays + JSON, written atomically)
+    log.csv          step, loss, grad_norm, lr: one row per `log_every` steps
+    loss.png         the loss curve, redrawn at every checkpoint
+    samples*.png     sample pictures from the EMA weights
+    config.json      the config, for people to read
+
+    trainer = Trainer(TrainConfig(data="swiss_roll", steps=2000, out_dir="runs/roll")).run()
+    trainer = Trainer(cfg, resume=True).run()     # continues a killed run exactly
+    trainer = Trainer.from_checkpoint("runs/roll/checkpoint.npz")   # for sampling
 """
 import dataclasses
+import glob
+import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend, data, viz
+from . import backend, data, metrics, viz
 from .checkpoint import load_checkpoint, save_checkpoint
-from .diffusion import GaussianDiffusion, ddim_sample_loop, get_beta_schedule
+from .diffusion import (GaussianDiffusion, ddim_sample_loop_progressive, ddim_timesteps,
+                        get_beta_schedule)
 from .models import MLPDenoiser, unet_from_preset
 from .optim import EMA, Adam, AdamW, LinearWarmup, clip_grad_norm
 from .progress import Progress
-from .tensor import Tensor
 
 TWO_D = tuple(data.TWO_D_SETS) + ("picture",)
 IMAGE_DATA = ("digits", "mnist", "folder")
+
+# The allowed values of every field that takes a name (the CLI offers these as choices).
+CHOICES = {
+    "data": TWO_D + IMAGE_DATA,
+    "model": ("mlp", "tiny", "small", "cifar10"),
+    "schedule": ("linear", "quadratic", "sigmoid", "constant", "cosine"),
+    "parameterization": ("eps", "x0", "mu", "v"),
+    "loss": ("simple", "mu_mse", "kl"),
+    "mu_mse_weight": ("none", "bound"),
+    "variance": ("fixed_large", "fixed_small"),
+    "optimizer": ("adam", "adamw"),
+    "channels": (1, 3),
+}
 
 
 @dataclass
@@ -46,7 +71,7 @@ class TrainConfig:
     dropout: float = 0.0             # U-Net dropout (Ho et al.: 0.1 on CIFAR-10)
     # diffusion
     timesteps: int = 1000
-    schedule: str = "linear"
+    schedule: str = "linear"         # linear β: 1e-4 → 0.02 at T = 1000, scaled by 1000/T
     parameterization: str = "eps"    # eps | x0 | mu | v
     loss: str = "simple"             # simple | mu_mse | kl
     mu_mse_weight: str = "none"      # none | bound (the 1/(2σ_t²) of Eq. 8)
@@ -59,49 +84,56 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: int = 0                  # linear LR warm-up steps (Ho et al.: 5000)
     grad_clip: float = 1.0           # global gradient-norm clip (Ho et al.: 1.0)
-    ema_decay: float = 0.999         # Ho et al.: 0.9999 for long runs
+    ema_decay: float = 0.999         # Ho et al.: 0.9999 for long runs (warmed up, see below)
     seed: int = 0
     # bookkeeping
     out_dir: str = "runs/run"
     ckpt_every: int = 500
     sample_every: int = 0            # 0: only at the end
-    n_samples: int = 1000            # 2-D points (or 64 images) per sample picture
+    n_samples: int = 1000            # 2-D points (or up to 64 images) per sample picture
     log_every: int = 1               # rows of log.csv
 
     # Fields that may differ between a run and its resumption.
     RESUMABLE = ("steps", "out_dir", "ckpt_every", "sample_every", "n_samples", "log_every")
 
     def validate(self):
-        choices = {"data": TWO_D + IMAGE_DATA, "model": ("mlp", "tiny", "small", "cifar10"),
-                   "optimizer": ("adam", "adamw"), "parameterization": ("eps", "x0", "mu", "v"),
-                   "loss": ("simple", "mu_mse", "kl"), "mu_mse_weight": ("none", "bound"),
-                   "variance": ("fixed_large", "fixed_small")}
-        for name, allowed in choices.items():
+        """Check every field; the error names the field, the value and what is allowed."""
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, allowed: "
-                                 f"{', '.join(allowed)}")
+                                 f"{', '.join(map(str, allowed))}")
         for name in ("steps", "batch_size", "timesteps", "n_points", "n_samples", "log_every",
-                     "ckpt_every", "image_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be an int >= 1, got {v!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr: must be a finite number > 0, got {self.lr!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+                     "ckpt_every", "image_size", "hidden", "depth", "time_dim"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("warmup", "sample_every", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if self.time_dim % 2 or self.time_dim < 4:
+            raise ValueError(f"time_dim: must be even and >= 4, got {self.time_dim}")
+        _check_float("lr", self.lr, 0, lo_open=True)
+        _check_float("grad_clip", self.grad_clip, 0, lo_open=True)
+        _check_float("weight_decay", self.weight_decay, 0)
+        _check_float("ema_decay", self.ema_decay, 0, 1, hi_open=True)
+        _check_float("dropout", self.dropout, 0, 1, hi_open=True)
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"flip: must be true or false, got {self.flip!r}")
         if self.data in TWO_D and self.model != "mlp":
             raise ValueError(f"model: 2-D data ({self.data}) needs model 'mlp', got "
                              f"{self.model!r}")
         if self.data in IMAGE_DATA and self.model == "mlp":
             raise ValueError(f"model: image data ({self.data}) needs a U-Net preset "
                              "(tiny, small, cifar10), got 'mlp'")
+        if self.model == "mlp" and self.dropout > 0:
+            raise ValueError(f"dropout: the MLP has no dropout layers; got {self.dropout}, "
+                             "allowed: 0 (dropout is for the U-Net presets)")
         if self.data in ("mnist", "folder") and not self.data_path:
             raise ValueError(f"data_path: data {self.data!r} needs a path")
         if self.loss == "mu_mse" and self.parameterization != "mu":
             raise ValueError("loss: 'mu_mse' trains a network that predicts μ; set "
                              "parameterization='mu'")
+        if self.mu_mse_weight != "none" and self.loss != "mu_mse":
+            raise ValueError(f"mu_mse_weight: {self.mu_mse_weight!r} only applies to "
+                             f"loss='mu_mse', got loss={self.loss!r}")
+        schedule_betas(self.schedule, self.timesteps)           # a bad T fails here, clearly
         return self
 
     def to_json(self):
@@ -116,19 +148,41 @@ class TrainConfig:
         return cls(**d)
 
 
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name}: must be an int >= {lo}, got {v!r}")
+
+
+def _check_float(name, v, lo, hi=math.inf, lo_open=False, hi_open=False):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lo_b, hi_b = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ValueError(f"{name}: must be a finite number in {lo_b}{lo}, {hi}{hi_b}, got {v!r}")
+
+
 class NonFiniteLoss(RuntimeError):
-    pass
+    """Training met a NaN or inf; the last good checkpoint was left as it was."""
 
 
 # ------------------------------------------------------------------------------ building blocks
+def schedule_betas(name, T):
+    """β_1 … β_T. The β-range schedules keep Ho et al.'s 1e-4 → 0.02 at T = 1000 (§4) and
+    scale it by 1000/T otherwise, as Nichol & Dhariwal's code does, so that ᾱ_T ≈ 0 (x_T is
+    noise) at any T. (Unscaled, T = 100 would end at ᾱ_T ≈ 0.36: far from N(0, I).)"""
+    if name in ("linear", "quadratic", "sigmoid"):
+        scale = 1000 / T
+        if 0.02 * scale >= 1:
+            raise ValueError(f"timesteps: the {name} schedule scaled by 1000/T needs T >= 21 "
+                             f"(β_T = 0.02·1000/T < 1), got {T}")
+        return get_beta_schedule(name, T, beta_start=1e-4 * scale, beta_end=0.02 * scale)
+    return get_beta_schedule(name, T)
+
+
 def build_data(cfg):
     """The training set: an (N, 2) array, an (N, C, H, W) array, or an ImageFolder."""
-    g = np.random.default_rng(cfg.seed)          # its own generator: the set is fixed by seed
-    if cfg.data == "picture":
-        path = cfg.data_path or data.default_picture_path()
-        return data.points_from_picture(path, cfg.n_points, rng=g)
-    if cfg.data in data.TWO_D_SETS:
-        return data.TWO_D_SETS[cfg.data](cfg.n_points, rng=g)
+    if cfg.data in TWO_D:
+        return draw_2d(cfg, cfg.n_points, np.random.default_rng(cfg.seed))  # fixed by seed
     if cfg.data == "digits":
         return data.load_digits(size=16, split="train")
     if cfg.data == "mnist":
@@ -136,11 +190,18 @@ def build_data(cfg):
     return data.ImageFolder(cfg.data_path, cfg.image_size, channels=cfg.channels, flip=cfg.flip)
 
 
+def draw_2d(cfg, n, g):
+    """n fresh points of the 2-D distribution of cfg.data, drawn with the generator g."""
+    if cfg.data == "picture":
+        return data.points_from_picture(cfg.data_path or data.default_picture_path(), n, rng=g)
+    return data.TWO_D_SETS[cfg.data](n, rng=g)
+
+
 def data_shape(train_data):
     """(C, H, W) or (2,): the shape of one example."""
     if isinstance(train_data, data.ImageFolder):
-        return train_data.batch([0], rng=np.random.default_rng(0)).shape[1:]
-    return train_data.shape[1:]
+        return tuple(train_data.images.shape[1:])
+    return tuple(train_data.shape[1:])
 
 
 def build_model(cfg, shape):
@@ -153,10 +214,49 @@ def build_model(cfg, shape):
     return unet_from_preset(cfg.model, in_channels=c, image_size=h, dropout=cfg.dropout)
 
 
-def build_diffusion(cfg):
-    return GaussianDiffusion(get_beta_schedule(cfg.schedule, cfg.timesteps),
-                             parameterization=cfg.parameterization, variance=cfg.variance,
-                             loss=cfg.loss, mu_mse_weight=cfg.mu_mse_weight)
+def build_diffusion(cfg, variance=None):
+    return GaussianDiffusion(schedule_betas(cfg.schedule, cfg.timesteps),
+                             parameterization=cfg.parameterization,
+                             variance=variance or cfg.variance, loss=cfg.loss,
+                             mu_mse_weight=cfg.mu_mse_weight)
+
+
+def distances_2d(samples, cfg, seed=12345, repeats=3):
+    """Sliced Wasserstein-1 and MMD² between samples (n, 2) and fresh data, each beside its
+    noise floor (the same distance between two independent draws of n data points) and
+    beside the distance of N(0, I) noise, where the reverse chain starts.
+
+    A draw that is not finite (a diverged model) gets distance inf."""
+    n = len(samples)
+    g = np.random.default_rng(seed)                     # independent of the training set
+
+    def draw(k):
+        return draw_2d(cfg, k, g)
+
+    noise = g.standard_normal((n, 2)).astype(np.float32)
+    reference = draw(n)
+    finite = bool(np.isfinite(samples).all())
+    out = {}
+    for name, metric in (("sw", metrics.sliced_wasserstein), ("mmd", metrics.mmd_rbf)):
+        out[name] = metric(samples, reference) if finite else math.inf
+        out[name + "_floor"] = metrics.noise_floor(draw, n, metric, repeats=repeats)
+        out[name + "_noise"] = metric(noise, reference)
+    return out
+
+
+def format_distances(d):
+    return (f"sliced W1 {d['sw']:.4f} (noise floor {d['sw_floor']:.4f}, N(0,I) "
+            f"{d['sw_noise']:.4f})   MMD² {d['mmd']:.5f} (noise floor {d['mmd_floor']:.5f}, "
+            f"N(0,I) {d['mmd_noise']:.5f})")
+
+
+def frame_indices(n_states, frames):
+    """About `frames` of the chain's n_states states (0 = x_T, n_states - 1 = x_0), spaced
+    quadratically: the shape appears in the last few percent of the reverse process, so the
+    frames crowd there. Always holds the first and the last state."""
+    k = np.arange(frames + 1) / frames                                   # 0 … 1
+    last = n_states - 1
+    return {int(i) for i in np.round(last * (1 - (1 - k) ** 2))} | {0, last}
 
 
 def _flatten(prefix, state, arrays, meta):
@@ -174,72 +274,163 @@ def _unflatten(prefix, arrays, meta):
     return state
 
 
+def _write_atomic(path, text):
+    """Replace `path` by `text` so that a kill at any moment leaves the old file or the new."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+LOG_HEADER = "step,loss,grad_norm,lr"
+
+
+def read_log_rows(path, last_step):
+    """The complete rows of log.csv for steps 1..last_step, in order.
+
+    A run killed mid-write can leave a torn last line, and rows past its last checkpoint; both
+    are dropped: a row must have 4 fields that parse, and steps must increase."""
+    rows, prev = [], 0
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        lines = f.read().split("\n")
+    for line in lines[1:]:
+        fields = line.split(",")
+        try:
+            step = int(fields[0])
+            [float(v) for v in fields[1:]]
+        except ValueError:
+            continue
+        if len(fields) == 4 and prev < step <= last_step:
+            rows.append(line)
+            prev = step
+    return rows
+
+
 # ------------------------------------------------------------------------------ the trainer
 class Trainer:
-    """Everything one run needs; `run()` trains to cfg.steps, resuming if asked."""
+    """Everything one run needs; `run()` trains to cfg.steps.
 
-    def __init__(self, cfg, resume=False, quiet=False):
-        self.cfg = cfg.validate()
+    resume=True continues from out_dir/checkpoint.npz (if there is one); overwrite=True starts
+    afresh over an existing run. Without either, a folder that already holds a run is refused,
+    so nothing is lost by accident.
+    """
+
+    def __init__(self, cfg, resume=False, overwrite=False, quiet=False):
         self.quiet = quiet
+        self._build(cfg)
+        if os.path.exists(self.ckpt_path):
+            if resume:
+                self.load(self.ckpt_path)
+                self._say(f"resume: continuing {cfg.out_dir} from step {self.step}")
+            elif not overwrite:
+                raise FileExistsError(
+                    f"out_dir: {cfg.out_dir} already holds a run ({self.ckpt_path}); pass "
+                    "--resume to continue it, --overwrite to start it again, or choose "
+                    "another --out-dir")
+        elif resume:
+            self._say(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
+
+    def _build(self, cfg):
+        """Data, model, diffusion, optimiser, warm-up and EMA, all from cfg and its seed."""
+        self.cfg = cfg.validate()
         backend.manual_seed(cfg.seed)
         self.data = build_data(cfg)
-        self.shape = tuple(data_shape(self.data))
+        self.shape = data_shape(self.data)
         self.model = build_model(cfg, self.shape)
         self.diffusion = build_diffusion(cfg)
-        params = self.model.parameters()
+        self.params = self.model.parameters()
         opt_cls = AdamW if cfg.optimizer == "adamw" else Adam
-        self.opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.warmup = LinearWarmup(self.opt, cfg.warmup, cfg.lr)
         self.ema = EMA(self.model, decay=cfg.ema_decay)
         self.step = 0
-        os.makedirs(cfg.out_dir, exist_ok=True)
         self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.npz")
         self.log_path = os.path.join(cfg.out_dir, "log.csv")
-        if resume and os.path.exists(self.ckpt_path):
-            self.load(self.ckpt_path)
-        elif resume and not quiet:
-            print(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
-        self._open_log()
+        self._log = None
+
+    @classmethod
+    def from_checkpoint(cls, path, quiet=True):
+        """A trainer holding a saved run (its config and weights), for sampling and
+        evaluation. `path` is a checkpoint or a run folder. Nothing on disk is written."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "checkpoint.npz")
+        _, meta = load_checkpoint(path)
+        cfg = TrainConfig.from_json(meta["config"])
+        cfg.out_dir = os.path.dirname(os.path.abspath(path))
+        self = cls.__new__(cls)
+        self.quiet = quiet
+        self._build(cfg)
+        self.ckpt_path = path
+        self.load(path, restore_rng=False)
+        return self
+
+    def _say(self, msg):
+        if not self.quiet:
+            print(msg, flush=True)
 
     # -------------------------------------------------------------------- data
     def next_batch(self):
         """x0: a batch drawn with replacement through the library's generator."""
         g = backend.rng()
-        n = len(self.data)
-        idx = backend.to_numpy(g.integers(0, n, size=self.cfg.batch_size))
+        idx = backend.to_numpy(g.integers(0, len(self.data), size=self.cfg.batch_size))  # (B,)
         if isinstance(self.data, data.ImageFolder):
-            x0 = self.data.batch(idx, rng=g)
+            x0 = self.data.batch(idx, rng=g)                          # (B, C, H, W)
         else:
-            x0 = self.data[idx]
-        return backend.xp().asarray(x0)                           # (B, ...) on the device
+            x0 = self.data[idx]                                       # (B, 2) or (B, C, H, W)
+        return backend.xp().asarray(x0)                               # on the device
 
     # -------------------------------------------------------------------- Algorithm 1
     def train_step(self):
-        x0 = self.next_batch()                                    # Alg. 1, line 2
-        losses = self.diffusion.training_losses(self.model, x0)   # Alg. 1, lines 3-5
-        loss = losses.mean()
-        value = loss.item()
+        """One update; returns (loss, grad_norm, lr). Raises NonFiniteLoss before any change
+        to the weights if the loss or the gradient is NaN or inf."""
+        x0 = self.next_batch()                                        # Alg. 1, line 2
+        with np.errstate(over="ignore", invalid="ignore"):            # checked just below
+            losses = self.diffusion.training_losses(self.model, x0)   # Alg. 1, lines 3-5
+            loss = losses.mean()
+            value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLoss(f"step {self.step + 1}: the loss is {value}; training stopped. "
-                                f"The last good checkpoint, {self.ckpt_path}, is untouched. "
-                                "Try a lower lr, more warm-up, or loss='simple'.")
+                                f"{self._last_good()} Try a lower --lr, more --warmup, or "
+                                "--loss simple.")
         self.opt.zero_grad()
         loss.backward()
-        grad_norm = clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
-        if not math.isfinite(float(grad_norm)):
+        grad_norm = clip_grad_norm(self.params, self.cfg.grad_clip)   # Ho et al.: clip to 1
+        if not math.isfinite(grad_norm):
             raise NonFiniteLoss(f"step {self.step + 1}: the gradient norm is {grad_norm}; "
-                                f"training stopped. {self.ckpt_path} is untouched.")
+                                f"training stopped. {self._last_good()}")
         lr = self.opt.lr
-        self.opt.step()                                           # Alg. 1, line 5: the step
+        self.opt.step()                                               # Alg. 1, line 5
         self.warmup.step()
+        # EMA with a warm-up: decay min(d, (1 + k)/(10 + k)) after k updates, as TF's
+        # ExponentialMovingAverage(num_updates=k) does, so short runs are not averaged
+        # mostly with the random initial weights (0.999^300 ≈ 0.74 of them would remain).
+        self.ema.decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         self.ema.update()
         self.step += 1
-        return value, float(grad_norm), lr
+        return value, grad_norm, lr
 
-    def run(self):
+    def _last_good(self):
+        if os.path.exists(self.ckpt_path):
+            return f"The last good checkpoint, {self.ckpt_path}, is untouched."
+        return "No checkpoint had been written yet."
+
+    def run(self, final_samples=True):
+        """Train from self.step to cfg.steps; then (if final_samples) draw samples.png."""
         cfg = self.cfg
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        self._open_log()
         bar = Progress(cfg.steps, start=self.step, desc="train",
-                       stream=open(os.devnull, "w") if self.quiet else None)
+                       stream=io.StringIO() if self.quiet else None)
         self.model.train()
         try:
             while self.step < cfg.steps:
@@ -248,21 +439,26 @@ class Trainer:
                     self._log.write(f"{self.step},{loss!r},{gnorm!r},{lr!r}\n")
                 bar.update(1, loss=loss)
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                    self._log.flush()
+                    self._log.flush()                 # every logged row is on disk first
                     self.save(self.ckpt_path)
+                    self.plot_losses()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.save_samples(f"samples_{self.step:06d}.png")
+        except NonFiniteLoss:
+            self._log.flush()
+            self.plot_losses()
+            raise
         finally:
             bar.close()
-            self._log.flush()
-        self.save_samples("samples.png")
-        self.plot_losses()
+            self._log.close()
+        if final_samples:
+            self.save_samples("samples.png")
         return self
 
     # -------------------------------------------------------------------- checkpoints
     def state(self):
         arrays, meta = {}, {"step": self.step, "config": self.cfg.to_json(),
-                            "rng": backend.get_rng_state()}
+                            "device": backend.get_device(), "rng": backend.get_rng_state()}
         for name, value in self.model.state_dict().items():
             arrays["model." + name] = value
         opt_meta, ema_meta = {}, {}
@@ -272,87 +468,126 @@ class Trainer:
         return arrays, meta
 
     def save(self, path):
+        """Write the whole state atomically. Weights that are not finite are never saved,
+        so the checkpoint on disk is always one that training can continue from."""
         arrays, meta = self.state()
+        bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            raise NonFiniteLoss(f"step {self.step}: {len(bad)} arrays hold NaN or inf (e.g. "
+                                f"{bad[0]}); not saving them. {self._last_good()}")
         save_checkpoint(path, arrays, meta)
 
-    def load(self, path):
+    def load(self, path, restore_rng=True):
+        """Restore a checkpoint; the config must match ours (but for RESUMABLE fields)."""
         arrays, meta = load_checkpoint(path)
         saved = TrainConfig.from_json(meta["config"])
         diffs = [f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(self.cfg, k)!r}"
                  for k in saved.to_json() if k not in TrainConfig.RESUMABLE
                  and getattr(saved, k) != getattr(self.cfg, k)]
         if diffs:
-            raise ValueError(f"resume: the config differs from the checkpoint's "
-                             f"({path}): " + "; ".join(diffs))
+            raise ValueError(f"resume: the config differs from the checkpoint's ({path}): "
+                             + "; ".join(diffs) + ". Use the checkpoint's values, or another "
+                             "--out-dir for a new run")
         if meta["step"] > self.cfg.steps:
-            raise ValueError(f"resume: the checkpoint is at step {meta['step']}, past "
-                             f"steps={self.cfg.steps}")
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items()
-                                    if k.startswith("model.")})
-        self.opt.load_state_dict(_unflatten("opt.", arrays, meta["opt"]))
-        self.ema.load_state_dict(_unflatten("ema.", arrays, meta["ema"]))
+            raise ValueError(f"steps: the checkpoint {path} is at step {meta['step']}, past "
+                             f"steps={self.cfg.steps}; allowed: steps >= {meta['step']}")
+        device = meta.get("device", "cpu")
+        if restore_rng and device != backend.get_device():
+            raise ValueError(f"device: the checkpoint {path} was written on {device!r}, this "
+                             f"run is on {backend.get_device()!r}; resume on {device!r} (its "
+                             "random generator cannot move between devices)")
+        try:
+            self.model.load_state_dict({k[6:]: v for k, v in arrays.items()
+                                        if k.startswith("model.")})
+            self.opt.load_state_dict(_unflatten("opt.", arrays, meta["opt"]))
+            self.ema.load_state_dict(_unflatten("ema.", arrays, meta["ema"]))
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"checkpoint {path} does not fit this model: {e}") from None
         self.warmup.load_state_dict(meta["warmup"])
-        backend.set_rng_state(meta["rng"])
+        if restore_rng:
+            backend.set_rng_state(meta["rng"])
         self.step = int(meta["step"])
 
     def _open_log(self):
-        """log.csv keeps exactly the rows of steps 1..self.step (a killed run may have more)."""
-        rows = []
-        if self.step > 0 and os.path.exists(self.log_path):
-            with open(self.log_path) as f:
-                rows = [r for r in f.read().splitlines()[1:]
-                        if r and int(r.split(",")[0]) <= self.step]
-        self._log = open(self.log_path, "w")
-        self._log.write("step,loss,grad_norm,lr\n")
-        self._log.writelines(r + "\n" for r in rows)
-        with open(os.path.join(self.cfg.out_dir, "config.json"), "w") as f:
-            json.dump(self.cfg.to_json(), f, indent=1)
+        """log.csv keeps exactly the rows of steps 1..self.step (a killed run may have more,
+        or a torn last line), rewritten atomically; then it is opened to append. Half-written
+        temporary files of a killed run are removed."""
+        for tmp in glob.glob(os.path.join(self.cfg.out_dir, ".tmp-*")):
+            os.unlink(tmp)
+            self._say(f"removed {tmp}, left half-written by a killed run")
+        rows = read_log_rows(self.log_path, self.step) if self.step > 0 else []
+        _write_atomic(self.log_path, "".join(r + "\n" for r in [LOG_HEADER] + rows))
+        self._log = open(self.log_path, "a")
+        _write_atomic(os.path.join(self.cfg.out_dir, "config.json"),
+                      json.dumps(self.cfg.to_json(), indent=1) + "\n")
 
     def read_log(self):
-        self._log.flush()
-        a = np.loadtxt(self.log_path, delimiter=",", skiprows=1, ndmin=2)
+        """(steps, losses) from log.csv."""
+        if self._log is not None and not self._log.closed:
+            self._log.flush()
+        rows = read_log_rows(self.log_path, math.inf)
+        a = np.array([[float(v) for v in r.split(",")[:2]] for r in rows]).reshape(-1, 2)
         return a[:, 0].astype(int), a[:, 1]
 
-    # -------------------------------------------------------------------- pictures
-    def sample(self, n, use_ema=True, sampler="ancestral", ddim_steps=50):
-        """n samples from the model (EMA weights by default). Leaves the training RNG as it was,
-        so sampling during training never changes the run."""
+    # -------------------------------------------------------------------- sampling
+    def sample(self, n, use_ema=True, sampler="ancestral", variance=None, ddim_steps=50,
+               eta=0.0, frames=0):
+        """n samples (Algorithm 2, or DDIM), from the EMA weights by default.
+
+        Returns (x0 (n, ...), trajectory): the trajectory is a list of (s, x_s) with about
+        `frames` states of the reverse process, from s = T down to s = 0 (empty if frames=0).
+        The training RNG is left as it was, so sampling during training never changes a run.
+        """
         state = backend.get_rng_state()
         self.model.eval()
         try:
             if use_ema:
                 with self.ema.swapped_in(self.model):
-                    x = self._sample(n, sampler, ddim_steps)
-            else:
-                x = self._sample(n, sampler, ddim_steps)
+                    return self._sample(n, sampler, variance, ddim_steps, eta, frames)
+            return self._sample(n, sampler, variance, ddim_steps, eta, frames)
         finally:
             self.model.train()
             backend.set_rng_state(state)
-        return backend.to_numpy(x)
 
-    def _sample(self, n, sampler, ddim_steps):
+    def _sample(self, n, sampler, variance, ddim_steps, eta, frames):
         shape = (n,) + self.shape
         clip = self.cfg.data in IMAGE_DATA                  # images live in [-1, 1]
+        d = self.diffusion if variance in (None, self.cfg.variance) else \
+            build_diffusion(self.cfg, variance)
         if sampler == "ddim":
-            return ddim_sample_loop(self.diffusion, self.model, shape, num_steps=ddim_steps,
-                                    clip_denoised=clip)
-        return self.diffusion.p_sample_loop(self.model, shape, clip_denoised=clip)
+            chain = ddim_sample_loop_progressive(d, self.model, shape, num_steps=ddim_steps,
+                                                 eta=eta, clip_denoised=clip)
+            n_states = len(ddim_timesteps(d.num_timesteps, ddim_steps)) + 1
+        elif sampler == "ancestral":
+            chain = d.p_sample_loop_progressive(self.model, shape, clip_denoised=clip)
+            n_states = d.num_timesteps + 1                  # x_T, x_{T-1}, ..., x_0
+        else:
+            raise ValueError(f"sampler: got {sampler!r}, allowed: ancestral, ddim")
+        keep = frame_indices(n_states, frames) if frames else set()
+        trajectory = []
+        for k, (s, x) in enumerate(chain):
+            if k in keep:
+                trajectory.append((s, backend.to_numpy(x)))
+        return backend.to_numpy(x), trajectory
 
+    # -------------------------------------------------------------------- pictures
     def save_samples(self, name):
+        """A sample picture from the EMA weights: a scatter plot over the data for 2-D data,
+        an image grid otherwise. Returns its path."""
         path = os.path.join(self.cfg.out_dir, name)
         if self.cfg.data in TWO_D:
-            x = self.sample(self.cfg.n_samples)
-            viz.scatter_plot(x, path, reference=self.data[:5000], title=f"step {self.step}")
+            x, _ = self.sample(self.cfg.n_samples)
+            viz.scatter_plot(x, path, reference=self.data[:5000], title=f"step {self.step}",
+                             lim=1.5)
         else:
-            x = self.sample(min(self.cfg.n_samples, 64))
+            x, _ = self.sample(min(self.cfg.n_samples, 64))
             viz.save_image_grid(x, path, scale=2)
         return path
 
     def plot_losses(self):
         steps, losses = self.read_log()
         if len(steps) >= 2:
-            viz.plot_loss_curve(steps, losses, os.path.join(self.cfg.out_dir, "loss.png"))
-
-
-def as_tensor_batch(x):
-    return Tensor(x)
+            viz.plot_loss_curve(steps, losses, os.path.join(self.cfg.out_dir, "loss.png"),
+                                log_scale=bool((losses > 0).all()),
+                                title=f"{self.cfg.data}: {self.cfg.parameterization}, "
+                                      f"loss {self.cfg.loss}")

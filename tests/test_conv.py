@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minidiff import Tensor
-from minidiff.functional.conv import avg_pool2d, conv2d, upsample_nearest2d
+from minidiff.functional.conv import avg_pool2d, conv2d, free_workspace, upsample_nearest2d
 from tests.gradcheck import grad_check
 
 
@@ -52,11 +52,11 @@ def naive_upsample(x, sh, sw):
 # ------------------------------------------------------------------ strategies
 @st.composite
 def conv_cases(draw):
-    """Small conv problems: batch 1-2, kernels 1-3 (non-square too), stride 1-2, padding 0-1,
+    """Small conv problems: batch 1-2, kernels 1-3 (non-square too), stride 1-2, padding 0-2,
     odd and even sizes; the kernel always fits the padded input."""
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    ph, pw = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     H = draw(st.integers(max(1, kh - 2 * ph), 7))
     W = draw(st.integers(max(1, kw - 2 * pw), 7))
     B, C, Cout = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -73,7 +73,7 @@ PATHS = {
     "3x3, Cout < C: forward by shift-add, dX as a full conv": ((2, 4, 7, 6), (3, 4, 3, 3), 1, 1),
     "3x3, Cout == C: forward by im2col, dX as a full conv": ((1, 3, 5, 6), (3, 3, 3, 3), 1, 1),
     "3x3, Cout > C: forward by im2col, dX by col2im": ((2, 3, 6, 7), (4, 3, 3, 3), 1, 1),
-    "1x1 pointwise: no im2col": ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0),
+    "1x1 pointwise: a matmul per image": ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0),
     "1x1 padded, p > k-1: dX by col2im": ((1, 2, 3, 4), (3, 2, 1, 1), 1, 1),
     "3x3 stride 2, Cout > C: col2im": ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1),
     "3x3 stride 2, Cout < C: shift-add, col2im": ((1, 4, 8, 7), (2, 4, 3, 3), 2, 1),
@@ -82,6 +82,8 @@ PATHS = {
     "non-square kernel, Cout < C, stride (1, 3)": ((1, 3, 5, 9), (2, 3, 2, 3), (1, 3), (1, 1)),
     "valid 2x2, even sizes": ((1, 3, 4, 4), (2, 3, 2, 2), 1, 0),
     "kernel as big as the padded input": ((1, 2, 3, 2), (2, 2, 5, 4), 1, 1),
+    "padding wider than the image": ((2, 2, 1, 2), (3, 2, 3, 3), 1, 2),
+    "padding wider than the kernel": ((2, 3, 2, 3), (2, 3, 1, 2), (2, 1), (2, 3)),
 }
 
 
@@ -178,6 +180,17 @@ def test_conv2d_bad_input_raises(xs, ws, bs, kwargs, match):
         conv2d(Tensor(np.zeros(xs)), Tensor(np.zeros(ws)), b, **kwargs)
 
 
+def test_conv2d_float32_and_float64_calls_interleave_and_workspace_can_be_freed():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
+    expected = naive_conv2d(x, w, None, (1, 1), (1, 1))
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-4), (np.float64, 1e-12)):
+        out = conv2d(Tensor(x.astype(dtype)), Tensor(w.astype(dtype)), padding=1)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.data, expected, rtol=tol, atol=tol)
+        free_workspace()
+
+
 def test_conv2d_dtype_mismatch_raises():
     x = Tensor(np.zeros((1, 2, 4, 4), dtype=np.float32))
     w = Tensor(np.zeros((3, 2, 3, 3), dtype=np.float64))
@@ -252,3 +265,19 @@ def test_upsample_backward_sums_each_block():
 def test_upsample_bad_input_raises(shape, scale, match):
     with pytest.raises(ValueError, match=match):
         upsample_nearest2d(Tensor(np.zeros(shape)), scale)
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_conv2d_results_do_not_alias_the_workspace(name):
+    """conv2d reuses scratch buffers; outputs and gradients must be arrays of their own."""
+    xs, ws, stride, padding = PATHS[name]
+    rng = np.random.default_rng(1)
+    x, w = (Tensor(rng.standard_normal(s), requires_grad=True) for s in (xs, ws))
+    out = conv2d(x, w, None, stride, padding)
+    out.backward(np.ones(out.shape))
+    kept = [a.copy() for a in (out.data, x.grad, w.grad)]
+    for other in PATHS.values():                                       # every path again
+        a, c = (Tensor(rng.standard_normal(s), requires_grad=True) for s in other[:2])
+        conv2d(a, c, None, *other[2:]).sum().backward()
+    for before, after in zip(kept, (out.data, x.grad, w.grad)):
+        np.testing.assert_array_equal(before, after)

@@ -1,7 +1,14 @@
 """Every kernels/*.cu compiles with NVRTC, the compiler CuPy uses, for every GPU generation we
 support, with no spills and within the hardware's register and shared-memory budgets.
 
-NVRTC runs from the pip packages `nvidia-cuda-nvrtc` and `cuda-bindings` (no driver, no GPU).
+NVRTC comes from pip wheels (no driver, no GPU), each major version a library of its own, so
+both install side by side:
+
+    nvidia-cuda-nvrtc-cu12   nvidia/cuda_nvrtc/lib/libnvrtc.so.12   what cupy-cuda12x users run
+    nvidia-cuda-nvrtc        nvidia/cu13/lib/libnvrtc.so.13         CUDA 13
+
+Every one found is tested. Its C API (nvrtc.h) is called through ctypes: the Python package
+cuda-bindings could reach only one of them, as its 12.x and 13.x releases are one package.
 The options are minidiff.cuda.OPTIONS plus what CuPy adds (-ftz=true) and --ptxas-options=-v,
 whose report (one block per kernel) is parsed:
 
@@ -10,8 +17,10 @@ whose report (one block per kernel) is parsed:
     ptxas info    : Used 17 registers, used 0 barriers, 128 bytes smem, 408 bytes cmem[0]
 """
 import ast
+import ctypes
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,36 +32,78 @@ CUPY_OPTIONS = ("-ftz=true",)                 # CuPy adds this to every RawModul
 REGISTER_FILE = 65536                         # 32-bit registers per SM, sm_75 to sm_90
 STATIC_SMEM_LIMIT = 48 * 1024                 # without cudaFuncSetAttribute opt-in
 FILES = sorted(cuda.KERNELS)
+CI_MAJORS = (12, 13)                          # CI compiles with both
+INSTALL = "pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvrtc"
 
 
-def _nvrtc():
-    try:
-        from cuda.bindings import nvrtc
-        return nvrtc
-    except ImportError as e:
-        msg = f"needs NVRTC: pip install nvidia-cuda-nvrtc cuda-bindings ({e})"
-        if os.environ.get("CI"):
-            pytest.fail(msg)                  # CI must compile every kernel, never skip
-        pytest.skip(msg)
+def nvrtc_libraries():
+    """{major version: path} of every libnvrtc.so.<major> a pip wheel put on sys.path."""
+    found = {}
+    for entry in sys.path:
+        for lib in sorted(Path(entry or ".").glob("nvidia/*/lib/libnvrtc.so.*")):
+            m = re.fullmatch(r"libnvrtc\.so\.(\d+)", lib.name)
+            if m:
+                found.setdefault(int(m.group(1)), lib)
+    return found
 
 
-def compile_log(filename, arch):
+LIBRARIES = nvrtc_libraries()
+
+
+def _missing(msg):
+    if os.environ.get("CI"):
+        pytest.fail(msg)                      # CI must compile every kernel, never skip
+    pytest.skip(msg)
+
+
+class NVRTC:
+    """One NVRTC library: the five calls of nvrtc.h that a compile and its log need."""
+
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(str(path))
+        self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        self._check(self.lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)))
+        self.version = f"{major.value}.{minor.value}"
+
+    def _check(self, result):
+        assert result == 0, self.lib.nvrtcGetErrorString(result).decode()
+
+    def compile(self, source, name, options):
+        """(NVRTC's result code, its log) for one source; 0 is NVRTC_SUCCESS."""
+        prog = ctypes.c_void_p()                                  # nvrtcProgram
+        self._check(self.lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(),
+                                                name.encode(), 0, None, None))
+        try:
+            opts = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
+            result = self.lib.nvrtcCompileProgram(prog, len(options), opts)
+            size = ctypes.c_size_t()
+            self._check(self.lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size)))
+            log = ctypes.create_string_buffer(size.value)
+            self._check(self.lib.nvrtcGetProgramLog(prog, log))
+        finally:
+            self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
+        return result, log.value.decode(errors="replace")
+
+
+_compilers = {}
+
+
+def nvrtc(major):
+    """The NVRTC of this major version, loaded once; skips (fails in CI) without one."""
+    if major is None:
+        _missing(f"needs NVRTC: {INSTALL}")
+    if major not in _compilers:
+        _compilers[major] = NVRTC(LIBRARIES[major])
+    return _compilers[major]
+
+
+def compile_log(filename, arch, major):
     """NVRTC's log (with ptxas' report) for one file and arch; fails on a compile error."""
-    nvrtc = _nvrtc()
-    src = cuda.source(filename).encode()
-    err, prog = nvrtc.nvrtcCreateProgram(src, filename.encode(), 0, [], [])
-    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
-    opts = [o.encode() for o in (*cuda.OPTIONS, *CUPY_OPTIONS, f"--gpu-architecture={arch}",
-                                 "--ptxas-options=-v")]
-    try:
-        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-        log = b" " * size
-        nvrtc.nvrtcGetProgramLog(prog, log)
-        log = log.decode(errors="replace").rstrip("\x00 ")
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
-    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, f"{filename} for {arch}:\n{log}"
+    compiler = nvrtc(major)
+    opts = (*cuda.OPTIONS, *CUPY_OPTIONS, f"--gpu-architecture={arch}", "--ptxas-options=-v")
+    result, log = compiler.compile(cuda.source(filename), filename, opts)
+    assert result == 0, f"{filename} for {arch}, NVRTC {compiler.version}:\n{log}"
     return log
 
 
@@ -79,22 +130,32 @@ def ptxas_report(log):
     return out
 
 
+@pytest.mark.parametrize("major", sorted(LIBRARIES) or [None],
+                         ids=lambda m: f"nvrtc{m}" if m else "no-nvrtc")
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("filename", FILES)
-def test_kernel_compiles_without_spills_within_budgets(filename, arch):
-    log = compile_log(filename, arch)
-    assert "warning" not in log.lower(), f"{filename} for {arch}: NVRTC warns:\n{log}"
+def test_kernel_compiles_without_spills_within_budgets(filename, arch, major):
+    log = compile_log(filename, arch, major)
+    where_all = f"{filename} for {arch}, NVRTC {nvrtc(major).version}"
+    assert "warning" not in log.lower(), f"{where_all}: NVRTC warns:\n{log}"
     report = ptxas_report(log)
     assert set(report) == set(cuda.KERNELS[filename]), (
-        f"{filename} for {arch}: compiled {sorted(report)}, but minidiff.cuda launches "
+        f"{where_all}: compiled {sorted(report)}, but minidiff.cuda launches "
         f"{sorted(cuda.KERNELS[filename])}")
     for name, r in report.items():
-        where = f"{filename}:{name} for {arch} ({r})"
+        where = f"{filename}:{name} for {arch}, NVRTC {nvrtc(major).version} ({r})"
         assert {"regs", "spill_stores", "spill_loads"} <= set(r), f"unparsed report: {where}"
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"spills: {where}"
         assert r["regs"] * cuda.LARGEST_BLOCK <= REGISTER_FILE, \
             f"{r['regs']} registers x {cuda.LARGEST_BLOCK} threads > {REGISTER_FILE}: {where}"
         assert r["smem"] <= STATIC_SMEM_LIMIT, f"static shared memory > 48 KiB: {where}"
+
+
+def test_ci_compiles_with_nvrtc_12_and_13():
+    """cupy-cuda12x runs NVRTC 12, CUDA 13 brings NVRTC 13: CI must have both wheels."""
+    missing = [m for m in CI_MAJORS if m not in LIBRARIES]
+    if missing:
+        _missing(f"no NVRTC {missing} (found {sorted(LIBRARIES)}): {INSTALL}")
 
 
 def test_sources_need_no_headers():

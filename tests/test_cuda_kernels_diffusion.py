@@ -125,9 +125,9 @@ def test_reverse_step(runner, case, param, clip, sigma):
     with on(runner) as dev:
         kw = {k: dev.put(s[k])[0] for k in ("sqrt_recip_abar", "sqrt_recipm1_abar", "coef1",
                                             "coef2")}
+        sigma_b = dev.put(s[sigma][t])[0]                             # sigma_t per sample
         got_prev, got_x0 = dev.get(cuda.reverse_step(*dev.put(out, x_t, t, z), param=param,
-                                                     clip=clip, sigma=dev.put(s[sigma])[0],
-                                                     **kw))
+                                                     clip=clip, sigma=sigma_b, **kw))
     assert_close(got_x0, want_x0, atol=err_x0, rtol=RTOL, what=f"x0^ ({param})")
     assert_close(got_prev, want_prev, atol=err_prev, rtol=RTOL, what=f"x_prev ({param})")
 
@@ -196,5 +196,9 @@ def test_rejects_bad_arguments():
             cuda.q_sample(x, x[:1], np.array([0, 1]), buf, buf)
         with pytest.raises(ValueError, match="param"):
             cuda.reverse_step(x, x, np.array([0, 1]), x, param="v", clip=True,
+                              sqrt_recip_abar=buf, sqrt_recipm1_abar=buf, coef1=buf,
+                              coef2=buf, sigma=buf[:2])
+        with pytest.raises(ValueError, match="one per sample"):
+            cuda.reverse_step(x, x, np.array([0, 1]), x, param="eps", clip=True,
                               sqrt_recip_abar=buf, sqrt_recipm1_abar=buf, coef1=buf,
                               coef2=buf, sigma=buf)

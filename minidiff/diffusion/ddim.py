@@ -5,10 +5,14 @@ Song et al. write α for Ho et al.'s ᾱ; here ᾱ keeps Ho et al.'s name. For a
 state at τ_i to the state at τ_{i-1}, so the "previous" ᾱ is ᾱ[τ_{i-1}], and after τ_1 it is
 ᾱ = 1 (clean data). With every index and η = 1 the step is DDPM's with σ_t² = β̃_t; with η = 0
 it is deterministic.
+
+Seam for the GPU: `ddim_reverse_step` holds all the elementwise math after the network call
+(clip x̂0, ε̂ from x̂0, Eq. 12); on the GPU it is one fused kernel (kernels/diffusion.cu,
+through minidiff.cuda).
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, cuda
 from ..tensor import Tensor, no_grad
 
 
@@ -46,6 +50,25 @@ def ddim_step(pred_x0, eps, alpha_bar, alpha_bar_prev, eta, z):
     return pred_x0 * xp.sqrt(alpha_bar_prev) + direction + z * sigma            # Eq. 12
 
 
+def ddim_reverse_step(d, pred_x0, x_t, t, t_prev, eta, z, clip_denoised=True):
+    """One DDIM step from index t to index t_prev (-1: to the clean data, ᾱ = 1), given the
+    model's x̂0: clip x̂0, take ε̂ from it (Eq. 4 solved for ε), then Eq. 12.
+
+    Arrays in, array out: the fused seam of DDIM sampling. t, t_prev: int arrays (B,).
+    """
+    if cuda.use_kernels(pred_x0, x_t, z):
+        return cuda.ddim_step(pred_x0, x_t, t, t_prev, z, d.alphas_cumprod, eta=eta,
+                              param="x0", clip=clip_denoised)[0]
+    xp = backend.xp()
+    if clip_denoised:
+        pred_x0 = xp.clip(pred_x0, -1.0, 1.0)                                # x̂0 in range
+    eps = d.predict_noise_from_start(x_t, t, pred_x0)                        # ε̂ from x̂0
+    abar_or_1 = xp.append(d.alphas_cumprod, xp.ones(1, dtype=d.dtype))      # index -1: ᾱ = 1
+    a = d.extract(d.alphas_cumprod, t, x_t.shape)                            # ᾱ at τ_i
+    a_prev = d.extract(abar_or_1, t_prev, x_t.shape)                         # ᾱ at τ_{i-1}
+    return ddim_step(pred_x0, eps, a, a_prev, eta, z)                        # Eq. 12
+
+
 def ddim_sample_loop_progressive(d, model, shape=None, timesteps=None, num_steps=50, eta=0.0,
                                  x_T=None, clip_denoised=True):
     """DDIM from x_T ~ N(0, I) (or the given x_T) over `timesteps` (default: `num_steps` of
@@ -57,23 +80,16 @@ def ddim_sample_loop_progressive(d, model, shape=None, timesteps=None, num_steps
     xp = backend.xp()
     ts = (ddim_timesteps(d.num_timesteps, num_steps) if timesteps is None
           else check_timesteps(timesteps, d.num_timesteps))
-    alpha_bar = backend.to_numpy(d.alphas_cumprod)[ts].astype(np.float64)    # ᾱ at τ_i
-    alpha_bar_prev = np.append(1.0, alpha_bar[:-1])                          # ᾱ at τ_{i-1}
     x = d.initial_state("x_T", shape, x_T)
     yield int(ts[-1]) + 1, x
-    ones = (1,) * x.ndim                                  # a scalar that broadcasts against x
     for i in reversed(range(len(ts))):
-        t = xp.full((x.shape[0],), int(ts[i]), dtype=np.int64)
+        t = xp.full((x.shape[0],), int(ts[i]), dtype=np.int64)                   # τ_i
+        t_prev = xp.full((x.shape[0],), int(ts[i - 1]) if i > 0 else -1, dtype=np.int64)
         with no_grad():
             out = d.call_model(model, x, t)
             pred_x0 = d.param.predict_start(d, d.split_output(out)[0], Tensor(x), t).data
-        if clip_denoised:
-            pred_x0 = xp.clip(pred_x0, -1.0, 1.0)                            # x̂0 in range
-        eps = d.predict_noise_from_start(x, t, pred_x0)                      # ε̂ from x̂0
         z = backend.rng().standard_normal(x.shape, dtype=d.dtype)
-        a = xp.full(ones, alpha_bar[i], dtype=d.dtype)
-        a_prev = xp.full(ones, alpha_bar_prev[i], dtype=d.dtype)
-        x = ddim_step(pred_x0, eps, a, a_prev, eta, z)                       # Eq. 12
+        x = ddim_reverse_step(d, pred_x0, x, t, t_prev, eta, z, clip_denoised)  # Eq. 12
         yield (int(ts[i - 1]) + 1 if i > 0 else 0), x
 
 

@@ -13,12 +13,13 @@ working dtype (float32 by default) and device. `extract(a, t, shape)` reads a bu
 of timesteps, shaped to broadcast against x.
 
 Seams for the GPU. `q_sample` (Eq. 4) and `reverse_step` (clip x̂0 → Eq. 7 → + σ z) take
-arrays and hold all the elementwise math around the network call: each can be swapped for one
-fused kernel.
+arrays and hold all the elementwise math around the network call. On the GPU each is one
+fused kernel (kernels/diffusion.cu, through minidiff.cuda), as is the posterior mean of
+`q_posterior_mean_variance` on arrays (Eq. 7: the μ-loss target).
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, cuda
 from .. import functional as F
 from ..tensor import Tensor, no_grad
 from . import likelihood, losses
@@ -172,6 +173,9 @@ class GaussianDiffusion:
         x0 = self._x("x0", x0)
         t = self._t(t, x0)
         noise = self._noise(noise, "x0", x0)
+        if cuda.use_kernels(x0, noise):
+            return cuda.q_sample(x0, noise, t, self.sqrt_alphas_cumprod,
+                                 self.sqrt_one_minus_alphas_cumprod)
         return (x0 * self.extract(self.sqrt_alphas_cumprod, t, x0.shape)             # Eq. 4
                 + noise * self.extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape))
 
@@ -195,8 +199,12 @@ class GaussianDiffusion:
         """
         x0, x_t = self._pair("x0", x0, "x_t", x_t)
         t = self._t(t, x_t)
-        mean = (x0 * self.extract(self.posterior_mean_coef1, t, x_t.shape)           # Eq. 7
-                + x_t * self.extract(self.posterior_mean_coef2, t, x_t.shape))       # Eq. 7
+        if cuda.use_kernels(x0, x_t):                  # arrays, e.g. the μ-loss target
+            mean = cuda.posterior_mean(x0, x_t, t, self.posterior_mean_coef1,
+                                       self.posterior_mean_coef2)
+        else:
+            mean = (x0 * self.extract(self.posterior_mean_coef1, t, x_t.shape)       # Eq. 7
+                    + x_t * self.extract(self.posterior_mean_coef2, t, x_t.shape))   # Eq. 7
         variance = self.extract(self.posterior_variance, t, x_t.shape)                # Eq. 7
         log_variance = self.extract(self.posterior_log_variance_clipped, t, x_t.shape)
         return mean, variance, log_variance
@@ -344,6 +352,14 @@ class GaussianDiffusion:
         model's x̂0, `log_variance` log σ_t² (broadcastable), z ~ N(0, I) drawn by the caller.
         Index 0 is the paper's t = 1, where Alg. 2 adds no noise (z = 0).
         """
+        per_sample = (x_t.shape[0],) + (1,) * (x_t.ndim - 1)     # a fixed variance: one σ_t each
+        if cuda.use_kernels(pred_x0, x_t, z, log_variance) and log_variance.shape == per_sample:
+            sigma = backend.xp().exp(0.5 * log_variance).reshape(-1)                  # (B,) σ_t
+            return cuda.reverse_step(pred_x0, x_t, t, z, param="x0", clip=clip_denoised,
+                                     sqrt_recip_abar=self.sqrt_recip_alphas_cumprod,
+                                     sqrt_recipm1_abar=self.sqrt_recipm1_alphas_cumprod,
+                                     coef1=self.posterior_mean_coef1,
+                                     coef2=self.posterior_mean_coef2, sigma=sigma)[0]
         if clip_denoised:
             pred_x0 = backend.xp().clip(pred_x0, -1.0, 1.0)           # x̂0 in the data range
         mean = (pred_x0 * self.extract(self.posterior_mean_coef1, t, x_t.shape)      # Eq. 7

@@ -8,17 +8,21 @@ shape (B, C, N), N = H·W,
     A = softmax_j(S)      (B, N, N)   weights over the keys, each row sums to 1
     out = v Aᵀ            (B, C, N)   out[:, :, i] = Σ_j A[i, j] v[:, :, j]
 
-Both backward passes are written out: the matmul adjoints and the softmax adjoint.
+Both backward passes are written out: the matmul adjoints and the softmax adjoint. On the
+GPU the matmuls stay on CuPy (cuBLAS) and the softmax over the last axis, both ways, is one
+kernel each (kernels/softmax.cu, through minidiff.cuda).
 """
 import math
 
-from .. import backend
+from .. import backend, cuda
 from ..tensor import Tensor
 from ._util import as_tensor, check_ndim, same_dtype
 
 
 def _softmax_forward(xp, x, axis):
     """exp(x - max x) / Σ exp(x - max x): shifting by the max keeps exp from overflowing."""
+    if cuda.use_kernels(x) and axis in (-1, x.ndim - 1):
+        return cuda.softmax(x)                                 # the three passes, one kernel
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -28,6 +32,8 @@ def _softmax_backward(y, dy, axis):
 
     From ∂y_i/∂x_j = y_i (δ_ij - y_j).
     """
+    if cuda.use_kernels(y, dy) and axis in (-1, y.ndim - 1):
+        return cuda.softmax_backward(y, dy)
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 

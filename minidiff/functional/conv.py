@@ -8,17 +8,19 @@ conv2d is im2col + one GEMM on BLAS, forward and backward:
 where W_mat is the weight (Cout, C, kh, kw) seen as (Cout, C*kh*kw) and G is dY laid out
 like Y, (Cout, N). Four choices make it fast on a CPU:
 
-1. Channels first. Images are kept as (C, B, Hp, Wp), flattened to (C, B*Hp*Wp). Moving NCHW
-   there copies whole H*W planes, and the GEMMs need no transposed copies.
-2. Long runs. With horizontal stride 1, each output row is computed at all Wp positions, not
-   only the Wo valid ones (N = B*Ho*Wp). Then each (c, i, j, b) row piece of `cols` is Ho*Wp
-   consecutive numbers of the flat input: im2col is a few long memcpys. The kw - 1 junk
-   columns per row cost a few percent more GEMM work and are dropped at the end.
+1. Channels first. Images are kept as (C, B, rows, row pitch), flattened to (C, L). Moving
+   NCHW there copies whole rows, and the GEMMs need no transposed copies. One zero gap
+   pads both sides: a row is [pw zeros, W pixels], an image [ph zero rows, H rows].
+2. Long runs. With horizontal stride 1, each output row is computed at every stored column,
+   not only the Wo valid ones. Then each (c, i, j, b) piece of `cols` is Ho*Wr consecutive
+   numbers of the flat input: im2col is a few long memcpys. The junk columns (pw of them
+   for a "same" conv) cost a few percent more GEMM work and are dropped at the end.
 3. Copy the smaller side. im2col copies kh*kw*C numbers per pixel. When Cout < C, the
    forward pass multiplies first and then adds the kh*kw shifted products (_shift_add),
    moving kh*kw*Cout. For dX, with stride 1 and Cout <= C, we convolve dY with the flipped
-   kernel (moving kh*kw*Cout), else scatter-add dcols back (col2im, moving kh*kw*C).
-   A 1x1 convolution needs no im2col at all: `cols` is the input itself.
+   kernel (moving kh*kw*Cout), else scatter-add dcols back (col2im, moving kh*kw*C). For
+   dW, when Cout < C, the im2col is of dY rather than of the input (_conv_weight_grad).
+   A 1x1 convolution needs no im2col and no layout change: see _pointwise_conv2d.
 4. No fresh big arrays. Temporaries live in reused workspace buffers (see _scratch).
 
 Python loops run over the kh*kw kernel offsets only, never over pixels or batch elements.
@@ -26,6 +28,7 @@ Python loops run over the kh*kw kernel offsets only, never over pixels or batch 
 import math
 import numbers
 from dataclasses import dataclass
+from functools import cached_property
 
 from .. import backend
 from ..tensor import Tensor
@@ -50,9 +53,10 @@ def _int_pair(v, op, name, minimum):
 # reused by every call. The slots below are never alive twice at once: a conv2d call is
 # over, or its backward has finished with a slot, before the slot is filled again.
 #   "padded"  the padded channels-first input X (or dY, or the dX accumulator of col2im)
-#   "cols"    im2col's matrix, or shift-add's products Z, or col2im's dcols
+#   "cols"    im2col's matrix, shift-add's products Z, col2im's dcols, or a 1x1 dW per image
 #   "output"  the GEMM result Y before it goes back to NCHW
 #   "grad"    G, the output gradient laid out like Y
+#   "grad_grid"  the output gradient on the grid of X (see _conv_weight_grad)
 _workspace = {}
 
 
@@ -75,7 +79,7 @@ def free_workspace():
 # ------------------------------------------------------------------ geometry
 @dataclass(frozen=True)
 class _Geometry:
-    """Every size of one convolution, computed once from the input and kernel shapes."""
+    """Every size of one convolution, each computed once from the input and kernel shapes."""
     B: int
     C: int
     H: int
@@ -87,50 +91,67 @@ class _Geometry:
     ph: int
     pw: int
 
-    @property
+    @cached_property
     def Hp(self):                       # padded input height
         return self.H + 2 * self.ph
 
-    @property
+    @cached_property
     def Wp(self):                       # padded input width
         return self.W + 2 * self.pw
 
-    @property
+    @cached_property
     def Ho(self):                       # output height
         return (self.Hp - self.kh) // self.sh + 1
 
-    @property
+    @cached_property
     def Wo(self):                       # output width
         return (self.Wp - self.kw) // self.sw + 1
 
-    @property
-    def Wc(self):                       # columns per output row in `cols`: Wp when sw == 1
-        return self.Wp if self.sw == 1 else self.Wo
+    @cached_property
+    def Hr(self):                       # rows per image in the flat layout: [ph zero rows,
+        return self.H + self.ph         # H pixel rows]; the next image's zeros pad below
 
-    @property
-    def L(self):                        # length of a flat padded channel, with a zero tail
-        return self.B * self.Hp * self.Wp + (self.kw - 1 if self.sw == 1 else 0)
+    @cached_property
+    def Wr(self):                       # row pitch of the flat layout: [pw zeros, W pixels]
+        if self.sw == 1:                # one output column per stored column (Wc = Wr)
+            return max(self.W + self.pw, self.Wo)
+        return self.W + self.pw
 
-    @property
+    @cached_property
+    def Wc(self):                       # columns per output row in `cols`
+        return self.Wr if self.sw == 1 else self.Wo
+
+    @cached_property
+    def L(self):                        # flat length of one channel: up to the last number
+        last_row = (self.Ho - 1) * self.sh + self.kh - 1                # any window reads
+        last_col = (self.Wc - 1) * self.sw + self.kw - 1
+        last = ((self.B - 1) * self.Hr + last_row) * self.Wr + last_col
+        return max(self.B * self.Hr * self.Wr, last + 1)
+
+    @cached_property
     def N(self):                        # columns of `cols`: one per (b, y, x < Wc)
         return self.B * self.Ho * self.Wc
 
-    @property
-    def is_pointwise(self):             # 1x1, stride 1, no padding: cols is the input itself
+    @cached_property
+    def is_pointwise(self):             # 1x1, stride 1, no padding: a batched matmul
         return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
 
 
 # ------------------------------------------------------------------ layout helpers
 def _pad_channels_first(x, g):
-    """(B, C, H, W) -> X (C, L): zero-padded images, channels first, flat (slot "padded")."""
+    """(B, C, H, W) -> X (C, L): zero-padded images, channels first, flat (slot "padded").
+
+    Each image is stored as [ph zero rows, H rows], each row as [pw zeros, W pixels]. A
+    window running off the right end of a row reads the zeros that start the next row, and
+    one running off the bottom of an image reads the zero rows of the next image: one gap
+    pads both sides, so fewer junk pixels enter the GEMMs."""
     X = _scratch("padded", (g.C, g.L), x.dtype)
-    planes = X[:, :g.B * g.Hp * g.Wp].reshape(g.C, g.B, g.Hp, g.Wp)
-    X[:, g.B * g.Hp * g.Wp:] = 0                                       # the tail
-    planes[:, :, :g.ph] = 0                                            # the padding border
-    planes[:, :, g.ph + g.H:] = 0
-    planes[:, :, :, :g.pw] = 0
-    planes[:, :, :, g.pw + g.W:] = 0
-    planes[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W] = x.transpose(1, 0, 2, 3)
+    rows = X[:, :g.B * g.Hr * g.Wr].reshape(g.C, g.B, g.Hr, g.Wr)
+    X[:, g.B * g.Hr * g.Wr:] = 0                                       # the tail
+    rows[:, :, :g.ph] = 0                                              # the padding
+    rows[:, :, :, :g.pw] = 0
+    rows[:, :, :, g.pw + g.W:] = 0
+    rows[:, :, g.ph:, g.pw:g.pw + g.W] = x.transpose(1, 0, 2, 3)
     return X
 
 
@@ -140,13 +161,11 @@ def _windows(X, g):
     e = X.itemsize
     return backend.xp().lib.stride_tricks.as_strided(
         X, shape=(X.shape[0], g.kh, g.kw, g.B, g.Ho, g.Wc),
-        strides=(X.strides[0], g.Wp * e, e, g.Hp * g.Wp * e, g.sh * g.Wp * e, g.sw * e))
+        strides=(X.strides[0], g.Wr * e, e, g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
 
 
 def _im2col(X, g):
     """cols[(c, i, j), (b, y, x)] = X_padded[c, b, y*sh + i, x*sw + j]: (C*kh*kw, N)."""
-    if g.is_pointwise:
-        return X                                                       # (C, B*H*W)
     windows = _windows(X, g)
     cols = _scratch("cols", windows.shape, X.dtype)
     cols[...] = windows                                                # the one copy
@@ -163,22 +182,18 @@ def _col2im(dcols, g):
     for i in range(g.kh):                                              # taps overlap, so
         for j in range(g.kw):                                          # one tap at a time
             windows[:, i, j] += dcols[:, i, j]
-    dX = dX[:, :g.B * g.Hp * g.Wp].reshape(g.C, g.B, g.Hp, g.Wp)
+    dX = dX[:, :g.B * g.Hr * g.Wr].reshape(g.C, g.B, g.Hr, g.Wr)
     dX = dX[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W].transpose(1, 0, 2, 3)
-    return backend.xp().ascontiguousarray(dX)                          # (B, C, H, W)
+    return dX.copy()                                # (B, C, H, W), a new array, never a view
 
 
 def _to_nchw(Y, g, bias=None):
     """GEMM output (Cout, N) -> a new (B, Cout, Ho, Wo), without junk columns, plus bias."""
-    xp = backend.xp()
     Cout = Y.shape[0]
+    if bias is not None:
+        Y += bias.reshape(Cout, 1)                 # on long contiguous rows: 2x faster here
     Y = Y.reshape(Cout, g.B, g.Ho, g.Wc)[..., :g.Wo].transpose(1, 0, 2, 3)
-    out = xp.empty(Y.shape, dtype=Y.dtype)
-    if bias is None:
-        out[...] = Y
-    else:
-        xp.add(Y, bias.reshape(Cout, 1, 1), out=out)
-    return out
+    return Y.copy()                                                    # (B, Cout, Ho, Wo)
 
 
 def _from_nchw(dY, g):
@@ -214,8 +229,8 @@ def _shift_add(X, w, g):
     xp.matmul(w_taps, X, out=Z)                                        # (kh*kw*Cout, L)
     taps = xp.lib.stride_tricks.as_strided(                            # (kh, kw, Cout, B, Ho, Wc)
         Z, shape=(g.kh, g.kw, Cout, g.B, g.Ho, g.Wc),
-        strides=((g.kw * Cout * L + g.Wp) * e, (Cout * L + 1) * e, L * e,
-                 g.Hp * g.Wp * e, g.sh * g.Wp * e, g.sw * e))
+        strides=((g.kw * Cout * L + g.Wr) * e, (Cout * L + 1) * e, L * e,
+                 g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
     Y = _scratch("output", (Cout, g.B, g.Ho, g.Wc), X.dtype)
     Y[...] = taps[0, 0]
     for i in range(g.kh):                                              # kernel offsets only
@@ -228,7 +243,7 @@ def _shift_add(X, w, g):
 def _conv_forward(x, w, g, bias=None):
     """The raw forward on arrays: (B, C, H, W) * (Cout, C, kh, kw) -> new (B, Cout, Ho, Wo)."""
     X = _pad_channels_first(x, g)                                      # (C, L)
-    if w.shape[0] < g.C and not g.is_pointwise:
+    if w.shape[0] < g.C:
         Y = _shift_add(X, w, g)                                        # (Cout, N)
     else:
         Y = _gemm_im2col(X, w, g)                                      # (Cout, N)
@@ -264,6 +279,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         raise ValueError(f"conv2d: bias has shape {bias.shape}, need ({Cout},) for weight "
                          f"{weight.shape}")
     g = _Geometry(B, C, H, W, kh, kw, sh, sw, ph, pw)
+    if g.is_pointwise:
+        return _pointwise_conv2d(x, weight, bias)
 
     out_data = _conv_forward(x.data, weight.data, g, None if bias is None else bias.data)
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -275,12 +292,69 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
         if weight.requires_grad:
-            cols = _im2col(_pad_channels_first(x.data, g), g)         # (C*kh*kw, N) again
-            dW_t = cols @ G.T                                          # (C*kh*kw, Cout)
-            weight.accum_grad(dW_t.T.reshape(weight.shape))            # dW = G colsᵀ
+            weight.accum_grad(_conv_weight_grad(x.data, dY, G, weight.data, g))
         if x.requires_grad:
             x.accum_grad(_conv_input_grad(dY, G, weight.data, g))      # (B, C, H, W)
     return out.set_backward(_backward)
+
+
+def _pointwise_conv2d(x, weight, bias):
+    """A 1x1 convolution (stride 1, no padding) mixes channels only: for every image b,
+    Y_b = W_mat @ X_b, with X_b = x[b] seen as (C, H*W). NCHW already holds each X_b as a
+    matrix, so the GEMMs run on it directly, one per image, with no layout change at all."""
+    xp = backend.xp()
+    B, C, H, W = x.shape
+    Cout = weight.shape[0]
+    w_mat = weight.data.reshape(Cout, C)
+    x_b = x.data.reshape(B, C, H * W)
+    y = xp.matmul(w_mat, x_b)                                          # (B, Cout, H*W)
+    if bias is not None:
+        y += bias.data.reshape(Cout, 1)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    out = Tensor.make(y.reshape(B, Cout, H, W), parents, "conv2d")
+
+    def _backward():
+        dy_b = out.grad.reshape(B, Cout, H * W)
+        if bias is not None and bias.requires_grad:
+            bias.accum_grad(dy_b.sum(axis=(0, 2)))                     # db = Σ_{b,y,x} dY
+        if weight.requires_grad:
+            dW_b = _scratch("cols", (B, Cout, C), x.dtype)
+            xp.matmul(dy_b, x_b.transpose(0, 2, 1), out=dW_b)          # dW_b = dY_b X_bᵀ
+            weight.accum_grad(dW_b.sum(axis=0).reshape(weight.shape))  # dW = Σ_b dW_b
+        if x.requires_grad:
+            x.accum_grad(xp.matmul(w_mat.T, dy_b).reshape(x.shape))    # dX_b = W_matᵀ dY_b
+    return out.set_backward(_backward)
+
+
+def _conv_weight_grad(x, dY, G, w, g):
+    """dW[o, c, i, j] = Σ_{b,y,x} dY[o, b, y, x] X_padded[c, b, y*sh + i, x*sw + j].
+
+    Input side: dW_mat = G @ colsᵀ, whose im2col moves C*kh*kw numbers per pixel.
+    Output side, when Cout < C: put dY on the grid of X, at the pixel where each window
+    starts (Ĝ, zeros elsewhere); then dW[o, c, i, j] = Σ_m X[c, m + i*Wr + j] Ĝ[o, m], and
+    the im2col of Ĝ moves Cout*kh*kw numbers per pixel.
+    """
+    xp = backend.xp()
+    Cout, C, kh, kw = w.shape
+    X = _pad_channels_first(x, g)                                      # (C, L)
+    if Cout >= C:
+        return (_im2col(X, g) @ G.T).T.reshape(w.shape)                # (C*kh*kw, Cout)ᵀ
+    # Ĝ with `front` zeros before it, so that the window of tap (i, j) can start at
+    # -(i*Wr + j): read it with the taps flipped, i' = kh-1-i, j' = kw-1-j, as a view.
+    e, front = x.itemsize, (kh - 1) * g.Wr + kw - 1
+    G_grid = _scratch("grad_grid", (Cout, front + g.L), x.dtype)
+    G_grid[...] = 0
+    starts = xp.lib.stride_tricks.as_strided(                          # (Cout, B, Ho, Wo)
+        G_grid[:, front:], shape=(Cout, g.B, g.Ho, g.Wo),
+        strides=(G_grid.strides[0], g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
+    starts[...] = dY.transpose(1, 0, 2, 3)
+    windows = xp.lib.stride_tricks.as_strided(                         # (Cout, kh', kw', L)
+        G_grid, shape=(Cout, kh, kw, g.L), strides=(G_grid.strides[0], g.Wr * e, e, e))
+    G_cols = _scratch("cols", windows.shape, x.dtype)
+    G_cols[...] = windows                                              # the one copy
+    dW_t = X @ G_cols.reshape(Cout * kh * kw, g.L).T                   # (C, Cout*kh'*kw')
+    dW = dW_t.reshape(C, Cout, kh, kw).transpose(1, 0, 2, 3)
+    return dW[:, :, ::-1, ::-1].copy()                                 # unflip the taps
 
 
 def _conv_input_grad(dY, G, w, g):
@@ -347,10 +421,21 @@ def upsample_nearest2d(x, scale=2):
     sh, sw = _int_pair(scale, "upsample_nearest2d", "scale", 1)
     B, C, H, W = x.shape
     xp = backend.xp()
-    blocks = xp.broadcast_to(x.data[:, :, :, None, :, None], (B, C, H, sh, W, sw))
-    out = Tensor.make(blocks.reshape(B, C, H * sh, W * sw), (x,), "upsample_nearest2d")
+    # Copy per offset (i, j) of the block, each a whole-image copy: numpy is slow at the
+    # equivalent broadcast copy, whose innermost loop would be only sw numbers long.
+    y = xp.empty((B, C, H, sh, W, sw), dtype=x.dtype)
+    for j in range(sw):
+        y[:, :, :, 0, :, j] = x.data                                   # widen the first row
+    for i in range(1, sh):
+        y[:, :, :, i] = y[:, :, :, 0]                                  # then repeat it
+    out = Tensor.make(y.reshape(B, C, H * sh, W * sw), (x,), "upsample_nearest2d")
 
     def _backward():                                                   # sum over each block
         dy = out.grad.reshape(B, C, H, sh, W, sw)
-        x.accum_grad(dy.sum(axis=(3, 5)))
+        dx = dy[:, :, :, 0, :, 0].copy()
+        for i in range(sh):
+            for j in range(sw):
+                if (i, j) != (0, 0):
+                    dx += dy[:, :, :, i, :, j]
+        x.accum_grad(dx)
     return out.set_backward(_backward)

@@ -8,11 +8,14 @@ own scale γ (weight) and shift β (bias):
     x̂ = (x - μ) / √(σ² + ε)               y = γ_c · x̂ + β_c
 
 The backward is written in closed form (not by chaining primitive ops); it keeps only μ and
-rstd = 1/√(σ² + ε) and rebuilds x̂ from x, as a fused GPU kernel would.
+rstd = 1/√(σ² + ε) and rebuilds x̂ from x, as the fused GPU kernels do: on the GPU each
+direction is one kernel launch (kernels/groupnorm.cu, through minidiff.cuda).
 """
 import numbers
 
-from .. import backend
+import numpy as np
+
+from .. import backend, cuda
 from ..tensor import Tensor
 from ._util import as_tensor, same_dtype
 
@@ -45,6 +48,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     _check_group_norm(x, num_groups, weight, bias)
     if not eps > 0:
         raise ValueError(f"group_norm: eps must be > 0, got {eps!r}")
+    if cuda.use_kernels(x.data):
+        return _group_norm_kernels(x, num_groups, weight, bias, eps)
     xp = backend.xp()
     B, C = x.shape[:2]
     G = num_groups
@@ -79,4 +84,26 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
             dx = rstd * (dx_hat - dx_hat.mean(axis=2, keepdims=True)
                          - x_hat_g * (dx_hat * x_hat_g).mean(axis=2, keepdims=True))
             x.accum_grad(dx.reshape(x.shape))
+    return out.set_backward(_backward)
+
+
+def _group_norm_kernels(x, num_groups, weight, bias, eps):
+    """group_norm on the GPU: the same math as above, one kernel each way (groupnorm.cu)."""
+    xp = backend.xp()
+    C = x.shape[1]
+    gamma = xp.ones(C, dtype=np.float32) if weight is None else weight.data      # (C,) γ
+    beta = xp.zeros(C, dtype=np.float32) if bias is None else bias.data          # (C,) β
+    y, mean, rstd = cuda.group_norm_forward(x.data, gamma, beta, num_groups, eps)  # μ, rstd (B, G)
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+    out = Tensor.make(y, parents, "group_norm")
+
+    def _backward():
+        dx, dgamma, dbeta = cuda.group_norm_backward(out.grad, x.data, mean, rstd, gamma, beta,
+                                                     num_groups)
+        if weight is not None and weight.requires_grad:
+            weight.accum_grad(dgamma)                                  # dγ_c = Σ dy · x̂
+        if bias is not None and bias.requires_grad:
+            bias.accum_grad(dbeta)                                     # dβ_c = Σ dy
+        if x.requires_grad:
+            x.accum_grad(dx)                                           # (B, C, ...)
     return out.set_backward(_backward)
