@@ -7,6 +7,30 @@ from .. import backend
 from ..tensor import Tensor
 
 
+def _sinusoids(t, dim):
+    """(B, dim) float64 rows [sin(t·f_i), cos(t·f_i)] for a (B,) array t."""
+    xp = backend.xp()
+    half = dim // 2
+    freqs = xp.exp(-math.log(10000.0) * xp.arange(half, dtype=np.float64) / (half - 1))  # (half,)
+    args = t.astype(np.float64)[:, None] * freqs[None, :]                             # (B, half)
+    return xp.concatenate([xp.sin(args), xp.cos(args)], axis=1)                         # (B, dim)
+
+
+# Integer timesteps repeat (every sampling step embeds one t for the whole batch), so their rows
+# are computed once into a table per (dim, dtype, device) and gathered.
+_TABLES = {}
+
+
+def _table(dim, dtype, n):
+    key = (dim, np.dtype(dtype).str, backend.get_device())
+    table = _TABLES.get(key)
+    if table is None or len(table) < n:
+        rows = max(n, 1024)
+        table = _sinusoids(backend.xp().arange(rows), dim).astype(dtype)             # (rows, dim)
+        _TABLES[key] = table
+    return table
+
+
 def timestep_embedding(t, dim, dtype=np.float32):
     """[sin(t·f_i), cos(t·f_i)] with f_i = 10000^(-i / (dim/2 - 1)), i = 0 … dim/2 - 1.
 
@@ -19,8 +43,6 @@ def timestep_embedding(t, dim, dtype=np.float32):
     t = xp.asarray(t)
     if t.ndim != 1:
         raise ValueError(f"timestep_embedding: t must be 1-d (B,), got shape {t.shape}")
-    half = dim // 2
-    freqs = xp.exp(-math.log(10000.0) * xp.arange(half, dtype=np.float64) / (half - 1))  # (half,)
-    args = t.astype(np.float64)[:, None] * freqs[None, :]                             # (B, half)
-    emb = xp.concatenate([xp.sin(args), xp.cos(args)], axis=1)                          # (B, dim)
-    return Tensor(emb.astype(dtype))
+    if t.dtype.kind in "iu" and t.size and int(t.min()) >= 0:
+        return Tensor(_table(dim, dtype, int(t.max()) + 1)[t])                        # (B, dim)
+    return Tensor(_sinusoids(t, dim).astype(dtype))                                   # (B, dim)
