@@ -9,10 +9,14 @@ setup(
     package_dir={"minidiff.kernels": "kernels"},
     package_data={"minidiff": ["assets/*.png"], "minidiff.kernels": ["*.cu"]},
     python_requires=">=3.10",
-    install_requires=["numpy>=1.23", "pillow>=9"],
+    # threadpoolctl caps BLAS threads at run time (the 2-D MLP runs 2-5x faster on one thread);
+    # nothing hand-written can do that once NumPy is loaded.
+    install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3"],
     extras_require={
         "cuda": ["cupy-cuda12x"],
-        "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc", "cuda-bindings"],
+        # the digits tests need scikit-learn's bundled digits; NVRTC compiles the kernels
+        "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc", "cuda-bindings",
+                 "scikit-learn"],
         "progress": ["tqdm"],
         "digits": ["scikit-learn"],
         "bench": ["torch==2.13.0", "threadpoolctl"],

@@ -125,14 +125,10 @@ def limit_blas_threads(n):
     """Cap BLAS threads (n = 0 leaves BLAS alone). Small matrices, like the MLP's 256 x 256,
     run faster on one thread: with two, each product waits on the other core, and on a busy
     2-core machine a training step took 10x longer. Needs threadpoolctl (a dependency of
-    scikit-learn); without it this does nothing, and OPENBLAS_NUM_THREADS=1 in the
-    environment does the same job."""
+    scikit-learn, and of minidiff)."""
     if n <= 0:
         return None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
+    from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=n, user_api="blas")
 
 
