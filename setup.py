@@ -14,8 +14,9 @@ setup(
     install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3"],
     extras_require={
         "cuda": ["cupy-cuda12x"],
-        # the digits tests need scikit-learn's bundled digits; NVRTC compiles the kernels
-        "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc", "cuda-bindings",
+        # NVRTC 12 (what cupy-cuda12x uses) and 13 compile the kernels in the compile check;
+        # the digits tests need scikit-learn's bundled digits
+        "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc>=13",
                  "scikit-learn"],
         "progress": ["tqdm"],
         "digits": ["scikit-learn"],

@@ -65,6 +65,7 @@ class HostDraws:
 
     def __init__(self, seed):
         self.host = np.random.default_rng(seed)
+        self.bit_generator = self.host.bit_generator          # for backend.get_rng_state()
 
     def random(self, shape, dtype):
         return backend.xp().asarray(self.host.random(shape, dtype=dtype))
@@ -193,14 +194,6 @@ def assert_paths_agree(got, ref):
         assert_close(got[key], ref[key], atol=tolerance(ref, key), rtol=0, what=key)
 
 
-def worst(got, ref):
-    """max |cuda - numpy| / tolerance over every array, and where: for the report."""
-    ratios = {k: (np.abs(got[k].astype(np.float64) - ref[k]) / tolerance(ref, k)).max()
-              for k in ref}
-    key = max(ratios, key=ratios.get)
-    return ratios[key], key
-
-
 # ---------------------------------------------------------------------------- the tests
 @pytest.mark.parametrize("loss_type", ["simple", "mu_mse"])
 def test_emulated_cuda_step_equals_numpy_step(loss_type):
@@ -209,7 +202,7 @@ def test_emulated_cuda_step_equals_numpy_step(loss_type):
     got, got_state = emulated_path(loss_type)
     assert got_state == ref_state, "the paths drew different numbers from the generator"
     n_params = sum(k.startswith("param.") for k in ref)
-    assert n_params == len(list(random_unet().parameters())) and ref["loss"] > 0
+    assert n_params == len(list(UNet(**UNET).parameters())) and ref["loss"] > 0
     assert_paths_agree(got, ref)
 
 
@@ -243,7 +236,8 @@ def test_cuda_routes_every_kernel_the_step_needs(launched):
     emulated_path("mu_mse")
     expected = {"q_sample", "posterior_mean", "reverse_step", "ddim_step", "adam_step",
                 "ema_update", "group_norm_forward", "group_norm_backward_input",
-                "group_norm_backward_params", "softmax_forward", "softmax_backward"}
+                "group_norm_backward_params", "softmax_forward", "softmax_backward",
+                "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"}
     assert expected <= set(launched), f"never launched: {sorted(expected - set(launched))}"
 
 
@@ -263,11 +257,12 @@ def test_unfused_launches_nothing_and_is_the_numpy_path(launched):
 @pytest.mark.parametrize("loss_type", ["simple", "mu_mse"])
 def test_gpu_step_equals_numpy_step(loss_type):
     """The same comparison on a real device (cuBLAS matmuls, the GPU's expf and FMAs)."""
-    ref, _ = numpy_path(loss_type)
+    ref, ref_state = numpy_path(loss_type)
     minidiff.set_device("cuda")
     try:
         backend._state["rng"] = HostDraws(SEED)
-        got, _ = sample_then_train(loss_type)
+        got, got_state = sample_then_train(loss_type)
     finally:
         minidiff.set_device("cpu")
+    assert got_state == ref_state, "the paths drew different numbers from the generator"
     assert_paths_agree(got, ref)

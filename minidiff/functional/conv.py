@@ -24,13 +24,17 @@ like Y, (Cout, N). Four choices make it fast on a CPU:
 4. No fresh big arrays. Temporaries live in reused workspace buffers (see _scratch).
 
 Python loops run over the kh*kw kernel offsets only, never over pixels or batch elements.
+
+On the GPU (device "cuda") a kh x kw convolution runs as the implicit-GEMM kernels of
+kernels/conv2d.cu instead, forward and backward (_conv2d_kernels); a 1x1 one stays a matmul,
+on cuBLAS.
 """
 import math
 import numbers
 from dataclasses import dataclass
 from functools import cached_property
 
-from .. import backend
+from .. import backend, cuda
 from ..tensor import Tensor
 from ._util import as_tensor, check_ndim, same_dtype
 
@@ -280,7 +284,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
                          f"{weight.shape}")
     g = _Geometry(B, C, H, W, kh, kw, sh, sw, ph, pw)
     if g.is_pointwise:
-        return _pointwise_conv2d(x, weight, bias)
+        return _pointwise_conv2d(x, weight, bias)                     # on a GPU too: cuBLAS
+    if cuda.use_kernels(x.data, weight.data):
+        return _conv2d_kernels(x, weight, bias, (sh, sw), (ph, pw))
 
     out_data = _conv_forward(x.data, weight.data, g, None if bias is None else bias.data)
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -323,6 +329,30 @@ def _pointwise_conv2d(x, weight, bias):
             weight.accum_grad(dW_b.sum(axis=0).reshape(weight.shape))  # dW = Σ_b dW_b
         if x.requires_grad:
             x.accum_grad(xp.matmul(w_mat.T, dy_b).reshape(x.shape))    # dX_b = W_matᵀ dY_b
+    return out.set_backward(_backward)
+
+
+def _conv2d_kernels(x, weight, bias, stride, padding):
+    """conv2d on the GPU: the implicit-GEMM kernels of conv2d.cu, forward and backward.
+
+    They gather the im2col matrix tile by tile in shared memory instead of building it:
+    y = conv(x, w) + b, dX = the adjoint of conv in x (backward-data), dW = the adjoint in w
+    (backward-weight). Only the bias gradient, one sum, is an xp op.
+    """
+    b = None if bias is None else bias.data
+    y = cuda.conv2d_forward(x.data, weight.data, b, stride, padding)   # (B, Cout, Ho, Wo)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    out = Tensor.make(y, parents, "conv2d")
+
+    def _backward():
+        dY = out.grad                                                  # (B, Cout, Ho, Wo)
+        if bias is not None and bias.requires_grad:
+            bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
+        if weight.requires_grad:
+            weight.accum_grad(cuda.conv2d_backward_weight(dY, x.data, weight.shape, stride,
+                                                          padding))
+        if x.requires_grad:
+            x.accum_grad(cuda.conv2d_backward_data(dY, weight.data, x.shape, stride, padding))
     return out.set_backward(_backward)
 
 
