@@ -32,3 +32,26 @@ def rng():
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a real NVIDIA GPU with CuPy; skipped without")
     config.addinivalue_line("markers", "slow: end-to-end runs of a minute or more")
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """Cap BLAS at one thread: small matrices (the 2-D MLP's) run fastest so."""
+    from minidiff.cli import limit_blas_threads
+    limits = limit_blas_threads(1)
+    yield
+    limits.restore_original_limits()
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of the CUDA kernels launched while the test runs, in order."""
+    from minidiff import cuda
+    names, real_launch = [], cuda._launch
+
+    def counting_launch(filename, name, *args, **kwargs):
+        names.append(name)
+        real_launch(filename, name, *args, **kwargs)
+
+    monkeypatch.setattr(cuda, "_launch", counting_launch)
+    return names

@@ -10,17 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from minidiff.cli import limit_blas_threads, build_parser, main
+from minidiff.cli import build_parser, main
 from minidiff.train import TrainConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads)."""
-    limits = limit_blas_threads(1)
-    yield
-    if limits is not None:
-        limits.restore_original_limits()
+# Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -218,19 +218,6 @@ def test_the_comparison_sees_adam_in_place_of_adamw():
         assert_paths_agree(got, ref)
 
 
-@pytest.fixture
-def launched(monkeypatch):
-    """The names of the kernels launched while the test runs, in order."""
-    names, real_launch = [], cuda._launch
-
-    def counting_launch(filename, name, *args, **kwargs):
-        names.append(name)
-        real_launch(filename, name, *args, **kwargs)
-
-    monkeypatch.setattr(cuda, "_launch", counting_launch)
-    return names
-
-
 def test_cuda_routes_every_kernel_the_step_needs(launched):
     """The agreement above means something only if the cuda path ran the kernels."""
     emulated_path("mu_mse")

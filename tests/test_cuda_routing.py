@@ -23,19 +23,6 @@ from cuda_emu.testing import assert_close
 RTOL_SCALE = 1e-5
 
 
-@pytest.fixture
-def launched(monkeypatch):
-    """The names of the kernels launched while the test runs."""
-    names, real_launch = [], cuda._launch
-
-    def counting_launch(filename, name, *args, **kwargs):
-        names.append(name)
-        real_launch(filename, name, *args, **kwargs)
-
-    monkeypatch.setattr(cuda, "_launch", counting_launch)
-    return names
-
-
 def on_both(fn):
     """fn() on the NumPy path, then on the emulated cuda path: (ref, got), tuples of arrays."""
     ref = fn()

@@ -15,17 +15,11 @@ import pytest
 
 from minidiff import backend
 from minidiff.checkpoint import load_checkpoint, save_checkpoint
-from minidiff.cli import limit_blas_threads
 from minidiff.train import NonFiniteLoss, Trainer, TrainConfig, frame_indices, read_log_rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads)."""
-    limits = limit_blas_threads(1)
-    yield
-    if limits is not None:
-        limits.restore_original_limits()
+# Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 REPO = Path(__file__).resolve().parents[1]
