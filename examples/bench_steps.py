@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 import common  # noqa: E402  (../shared/bench)
 
 import minidiff  # noqa: E402
-from minidiff import Tensor, no_grad  # noqa: E402
+from minidiff import no_grad  # noqa: E402
 from minidiff.diffusion import GaussianDiffusion, linear_beta_schedule  # noqa: E402
 from minidiff.models import MLPDenoiser, UNet  # noqa: E402
 from minidiff.optim import Adam  # noqa: E402
@@ -98,8 +98,8 @@ def main():
     stats = common.run_rounds(interleaved, rounds=args.rounds, iters=args.iters,
                               min_seconds=0.2)
     print(f"threads={args.threads}")
-    print(f"| workload | minidiff | torch | ratio |")
-    print(f"|---|---|---|---|")
+    print("| workload | minidiff | torch | ratio |")
+    print("|---|---|---|---|")
     for job, keys in order.items():
         m = stats[f"minidiff {job}"]["median"]
         t = stats.get(f"torch {job}", {}).get("median")
