@@ -7,8 +7,8 @@ then one U-Net training step and one sampling step with the kernels and without.
 
 For each kernel it prints the time of the fused kernel and of the unfused sequence (the same
 math as minidiff's NumPy code, run by CuPy one array op at a time), the speed-up, and the
-bytes each moves per element (counted from the code, see the README's GPU section): on a memory-bound GPU the
-speed-up should approach the ratio of the bytes.
+bytes each moves per element (counted from the code, see the README's GPU section): on a
+memory-bound GPU the speed-up should approach the ratio of the bytes.
 
 The U-Net steps run minidiff itself on the device "cuda": Algorithm 1 (q_sample, forward,
 loss, backward) + AdamW + EMA, and one ancestral step of Algorithm 2. "unfused" is the same
