@@ -439,8 +439,8 @@ def build_parser():
                        "their noise floors.")
     p.add_argument("--out-dir", default="demo_out",
                    help="folder for the pictures (default: demo_out)")
-    p.add_argument("--steps", type=int_at_least(1), default=6000,
-                   help="training steps per model (default: 6000)")
+    p.add_argument("--steps", type=int_at_least(1), default=12000,
+                   help="training steps per model (default: 12000)")
     p.add_argument("--timesteps", type=int_at_least(21), default=1000,
                    help="T (default: 1000)")
     p.add_argument("--n", type=int_at_least(2), default=2000,
