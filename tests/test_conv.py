@@ -70,13 +70,13 @@ def conv_cases(draw):
 
 # The code paths of conv2d, each named once so that none can go untested.
 PATHS = {
-    "3x3, Cout < C: forward by shift-add, dX as a full conv": ((2, 4, 7, 6), (3, 4, 3, 3), 1, 1),
-    "3x3, Cout == C: forward by im2col, dX as a full conv": ((1, 3, 5, 6), (3, 3, 3, 3), 1, 1),
-    "3x3, Cout > C: forward by im2col, dX by col2im": ((2, 3, 6, 7), (4, 3, 3, 3), 1, 1),
+    "3x3, Cout < C: shift-add, dW from dY, dX as a full conv": ((2, 4, 7, 6), (3, 4, 3, 3), 1, 1),
+    "3x3, Cout == C: im2col, dX as a full conv": ((1, 3, 5, 6), (3, 3, 3, 3), 1, 1),
+    "3x3, Cout > C: im2col, dX by col2im": ((2, 3, 6, 7), (4, 3, 3, 3), 1, 1),
     "1x1 pointwise: a matmul per image": ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0),
     "1x1 padded, p > k-1: dX by col2im": ((1, 2, 3, 4), (3, 2, 1, 1), 1, 1),
     "3x3 stride 2, Cout > C: col2im": ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1),
-    "3x3 stride 2, Cout < C: shift-add, col2im": ((1, 4, 8, 7), (2, 4, 3, 3), 2, 1),
+    "3x3 stride 2, Cout < C: shift-add, dW from dY, col2im": ((1, 4, 8, 7), (2, 4, 3, 3), 2, 1),
     "non-square kernel, stride (1, 2)": ((1, 2, 6, 7), (3, 2, 3, 2), (1, 2), (1, 0)),
     "non-square kernel, stride (2, 1)": ((2, 2, 7, 5), (2, 2, 2, 3), (2, 1), (0, 1)),
     "non-square kernel, Cout < C, stride (1, 3)": ((1, 3, 5, 9), (2, 3, 2, 3), (1, 3), (1, 1)),

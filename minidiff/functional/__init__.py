@@ -10,6 +10,7 @@
     loss.py          mse_loss dropout
 """
 from .attention import attention, softmax
+from .conv import avg_pool2d, conv2d, upsample_nearest2d
 from .elementwise import (abs, add, astype, clip, div, exp, log, maximum, mul, neg, pow, relu,
                           sigmoid, silu, sqrt, sub, tanh)
 from .linalg import linear, matmul
