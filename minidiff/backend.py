@@ -62,14 +62,38 @@ def manual_seed(seed):
     _state["rng"] = _make_rng(int(seed))
 
 
+class DeviceDraws:
+    """The library's generator on a GPU: NumPy's generator on the host, each draw moved to the
+    device.
+
+    One host generator serves both devices, for two reasons. Its state is plain data, so a
+    checkpoint holds it and --resume is exact (CuPy's generator states cannot be serialised).
+    And one seed gives the same numbers on the CPU and the GPU. The price is a host-to-device
+    copy of each draw: the size of one batch of noise.
+    """
+
+    def __init__(self, seed):
+        self.host = np.random.default_rng(seed)
+        self.bit_generator = self.host.bit_generator          # get_rng_state / set_rng_state
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        return _state["xp"].asarray(self.host.standard_normal(size, dtype=dtype))
+
+    def random(self, size=None, dtype=np.float64):
+        return _state["xp"].asarray(self.host.random(size, dtype=dtype))
+
+    def integers(self, low, high=None, size=None):
+        return _state["xp"].asarray(self.host.integers(low, high, size=size))
+
+
 def _make_rng(seed):
     if _state["xp"] is np:
         return np.random.default_rng(seed)
-    return _state["xp"].random.default_rng(seed)
+    return DeviceDraws(seed)
 
 
 def rng():
-    """The library's random generator (a NumPy or CuPy `Generator`)."""
+    """The library's random generator: a NumPy `Generator`, or on a GPU its `DeviceDraws`."""
     if _state["rng"] is None:
         _state["rng"] = _make_rng(_state["seed"])
     return _state["rng"]

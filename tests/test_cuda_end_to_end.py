@@ -8,8 +8,8 @@ The NumPy path (device "cpu") is the specification, so it is the oracle.
 
 Random draws (t, ε, z) come from the library's generator, seeded alike on both paths and drawn
 by the caller, never in a kernel: the paths see the same numbers, and the test checks that both
-end in the same generator state. On a GPU the generator would be CuPy's, whose numbers differ,
-so there `HostDraws` hands out the NumPy generator's numbers instead.
+end in the same generator state. On a GPU too the library draws with NumPy's generator on the
+host (`backend.DeviceDraws`), so one seed gives the same numbers on both devices.
 
 Tolerance. Both paths round every operation to float32 (unit roundoff u = 2^-24 ≈ 6e-8). They
 differ in the order of additions: a conv kernel sums its K = Cin·kh·kw (or N·Ho·Wo) products
@@ -57,24 +57,6 @@ TOL = 1e-4                    # reassociation, relative to an array's largest ma
 _data = np.random.default_rng(SEED + 1)
 X0 = _data.uniform(-1, 1, (BATCH, 1, 8, 8)).astype(np.float32)       # data in [-1, 1]
 X_T = _data.standard_normal((BATCH, 1, 8, 8)).astype(np.float32)     # a sampler's state
-
-
-class HostDraws:
-    """The NumPy generator's numbers, moved to the device: on a GPU the library's own generator
-    is CuPy's, whose numbers differ from NumPy's for the same seed."""
-
-    def __init__(self, seed):
-        self.host = np.random.default_rng(seed)
-        self.bit_generator = self.host.bit_generator          # for backend.get_rng_state()
-
-    def random(self, shape, dtype):
-        return backend.xp().asarray(self.host.random(shape, dtype=dtype))
-
-    def standard_normal(self, shape, dtype):
-        return backend.xp().asarray(self.host.standard_normal(shape, dtype=dtype))
-
-    def integers(self, low, high, size):
-        return backend.xp().asarray(self.host.integers(low, high, size=size))
 
 
 def random_unet():
@@ -245,9 +227,9 @@ def test_unfused_launches_nothing_and_is_the_numpy_path(launched):
 def test_gpu_step_equals_numpy_step(loss_type):
     """The same comparison on a real device (cuBLAS matmuls, the GPU's expf and FMAs)."""
     ref, ref_state = numpy_path(loss_type)
-    minidiff.set_device("cuda")
+    minidiff.set_device("cuda")          # the library's generator on a GPU draws on the host
     try:
-        backend._state["rng"] = HostDraws(SEED)
+        minidiff.manual_seed(SEED)
         got, got_state = sample_then_train(loss_type)
     finally:
         minidiff.set_device("cpu")

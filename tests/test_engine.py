@@ -161,3 +161,18 @@ def test_ndarray_on_the_left_still_builds_a_tensor():
     assert isinstance(y, Tensor) and y.dtype == np.float64
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+
+
+def test_device_draws_follow_the_host_generator_and_its_state():
+    # On a GPU the library draws on the host and moves the numbers over, so that the state
+    # can be checkpointed; here NumPy stands in for CuPy, and the numbers must be the host's.
+    d = minidiff.backend.DeviceDraws(5)
+    ref = np.random.default_rng(5)
+    np.testing.assert_array_equal(d.standard_normal((3, 2), dtype=np.float32),
+                                  ref.standard_normal((3, 2), dtype=np.float32))
+    state = d.bit_generator.state
+    a = d.random(4)
+    d.bit_generator.state = state
+    np.testing.assert_array_equal(d.random(4), a)
+    ref.random(4)
+    np.testing.assert_array_equal(d.integers(0, 10, size=5), ref.integers(0, 10, size=5))
