@@ -1,0 +1,27 @@
+"""Data: 2-D toy sets, a picture turned into points, image folders, digits and MNIST files.
+
+    toy2d.py     the five 2-D sets (swiss roll, two moons, 8 Gaussians, checkerboard, rings)
+    picture.py   a picture's dark pixels as 2-D points
+    images.py    image folders, scikit-learn's digits, MNIST IDX files, the batch iterator
+    _common.py   the generator to draw from, argument checks, uint8 <-> [-1, 1]
+
+Everything here returns NumPy arrays on the host; the training loop moves batches to the device.
+
+- 2-D sets are float32 arrays (n, 2) that fit in the square [-1, 1]^2 up to their noise.
+- Images are NCHW float32 in [-1, 1], the scaling of Ho et al. 2020, Sec. 3.3 (x / 127.5 - 1);
+  uint8 only at the edges (files on disk, Pillow images), through `from_uint8` and `to_uint8`.
+- Every random draw goes through `minidiff.backend.rng()`, unless a generator is passed as `rng`.
+
+    points = make_swiss_roll(1000)                                  # (1000, 2)
+    cat = points_from_picture(default_picture_path(), n=5000)       # (5000, 2)
+    folder = ImageFolder("photos/", image_size=32, channels=3)
+    for x0 in iterate_batches(folder, batch_size=64):               # (64, 3, 32, 32), forever
+        ...
+"""
+from ._common import from_uint8, to_uint8
+from .images import (DIGITS_TEST_SIZE, IDX_DTYPES, IMAGE_SUFFIXES, ImageFolder, iterate_batches,
+                     load_digits, load_idx, load_mnist_images)
+from .picture import default_picture_path, points_from_picture
+from .toy2d import (EIGHT_GAUSSIANS_RADIUS, RINGS_RADII, TWO_D_SETS, eight_gaussians_centres,
+                    make_checkerboard, make_eight_gaussians, make_rings, make_swiss_roll,
+                    make_two_moons)
