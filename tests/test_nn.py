@@ -8,6 +8,7 @@ import minidiff
 from minidiff import Tensor
 from minidiff.nn import (Conv2d, Dropout, GroupNorm, Linear, Module, Parameter, Sequential, SiLU,
                          variance_scaling_uniform, zero_init)
+from tests.naive import naive_conv2d
 
 
 class Block(Module):
@@ -276,26 +277,10 @@ def test_layer_bad_arguments(make, match):
         make()
 
 
-def conv2d_loops(x, w, b, stride, padding):
-    """Direct convolution: out[n, o, i, j] = b[o] + Σ w[o, c, u, v] · xpad[n, c, si+u, sj+v]."""
-    B, C, H, W = x.shape
-    O, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    Ho, Wo = (H + 2 * padding - kh) // stride + 1, (W + 2 * padding - kw) // stride + 1
-    out = np.zeros((B, O, Ho, Wo))
-    for n in range(B):
-        for o in range(O):
-            for i in range(Ho):
-                for j in range(Wo):
-                    patch = xp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
-                    out[n, o, i, j] = (patch * w[o]).sum() + b[o]
-    return out
-
-
 @pytest.mark.parametrize("stride, padding", [(1, 0), (1, 1), (2, 1)])
 def test_conv2d_layer_matches_loops(stride, padding):
     conv = Conv2d(3, 4, 3, stride=stride, padding=padding, dtype=np.float64)
     conv.bias.data[...] = [0.5, -1.0, 2.0, 0.0]
     x = np.random.default_rng(5).standard_normal((2, 3, 7, 6))
-    ref = conv2d_loops(x, conv.weight.data, conv.bias.data, stride, padding)
+    ref = naive_conv2d(x, conv.weight.data, conv.bias.data, (stride,) * 2, (padding,) * 2)
     np.testing.assert_allclose(conv(Tensor(x)).data, ref, rtol=1e-10, atol=1e-12)
