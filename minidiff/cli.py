@@ -305,6 +305,16 @@ def cmd_nll(args):
 
 
 DEMO_MARK = ".minidiff-demo"      # marks a folder the demo made, so a rerun may replace it
+# Seconds per training step (batch 256) and per reverse step for 2000 points, fastest and
+# slowest seen on 2-core CPUs of the kind CI uses (whole demos of 109 s to 201 s).
+DEMO_TRAIN_STEP_S = (0.0033, 0.0065)
+DEMO_SAMPLE_STEP_S = (0.0075, 0.017)
+
+
+def demo_estimate(steps, timesteps, n):
+    """(fastest, slowest) seconds the demo should take: two sets, each trained then sampled."""
+    return tuple(2 * (steps * train + timesteps * n / 2000 * sample)
+                 for train, sample in zip(DEMO_TRAIN_STEP_S, DEMO_SAMPLE_STEP_S))
 
 
 def demo_folder(path):
@@ -324,6 +334,9 @@ def cmd_demo(args):
     set_device(args)
     set_threads(args, mlp=True)
     demo_folder(args.out_dir)
+    fastest, slowest = demo_estimate(args.steps, args.timesteps, args.n)
+    print(f"the demo trains and samples two 2-D sets: expect {fastest / 60:.1f} to "
+          f"{slowest / 60:.1f} minutes on 2 idle CPU cores", flush=True)
     t_start = time.perf_counter()
     panels, labels = [], []
     for name in ("swiss_roll", "picture"):
@@ -432,7 +445,7 @@ def build_parser():
     add_common(p)
     p.set_defaults(func=cmd_nll, parser=p)
 
-    p = sub.add_parser("demo", help="the 2-D experiment on the CPU, in about 2 minutes",
+    p = sub.add_parser("demo", help="the 2-D experiment on the CPU, in 1.5 to 3.5 minutes",
                        description="The 2-D experiment: a swiss roll and the shipped picture "
                        "turned into points, each learned by an MLP denoiser; then sampled, "
                        "drawn (PNG and GIF of the reverse process) and measured against "

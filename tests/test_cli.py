@@ -167,6 +167,22 @@ def test_runtime_errors_name_the_flag(tiny_run, tmp_path, capsys):
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
 
 
+def test_demo_says_how_long_it_will_take_then_draws_both_sets(tmp_path, capsys):
+    from minidiff.cli import demo_estimate
+    # closed form: 2 sets x (steps x seconds per step + T x n/2000 x seconds per reverse step)
+    assert demo_estimate(12000, 1000, 2000) == pytest.approx((2 * (12000 * 0.0033 + 7.5),
+                                                               2 * (12000 * 0.0065 + 17.0)))
+    out_dir = tmp_path / "demo"
+    main(["demo", "--steps", "40", "--timesteps", "21", "--n", "60", "--out-dir", str(out_dir)])
+    lines = capsys.readouterr().out.splitlines()
+    fastest, slowest = demo_estimate(40, 21, 60)
+    assert lines[0] == (f"the demo trains and samples two 2-D sets: expect {fastest / 60:.1f} "
+                        f"to {slowest / 60:.1f} minutes on 2 idle CPU cores")
+    assert lines[1].startswith("== swiss_roll:")
+    for name in ("demo.png", "swiss_roll/samples.png", "picture/samples.gif"):
+        assert (out_dir / name).is_file(), name
+
+
 def test_nll_prints_bits_per_dim_on_the_digits_test_split(tmp_path, capsys):
     pytest.importorskip("sklearn")
     out = tmp_path / "digits"
