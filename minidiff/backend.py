@@ -5,15 +5,21 @@ of math runs on either device. CuPy is imported lazily, the first time CUDA is a
 
     minidiff.set_device("cuda")      # or MINIDIFF_DEVICE=cuda in the environment
     minidiff.manual_seed(0)          # every random draw of the library is now reproducible
+
+MINIDIFF_DEVICE only records a wish: `import minidiff` never fails because of it. The wish is
+acted on (CuPy imported, the name checked) when the device is first used, by `xp()` or
+`get_device()`; a set_device() call before that overrules it.
 """
 import os
 
 import numpy as np
 
+DEVICES = ("cpu", "cuda")
+
 _state = {
-    "device": "cpu",      # "cpu" | "cuda"
-    "xp": np,             # the array module of the device
-    "rng": None,          # the random generator of the device, made by manual_seed
+    "device": "cpu",      # "cpu" | "cuda", or MINIDIFF_DEVICE's wish while "xp" is None
+    "xp": np,             # the array module of the device; None: not chosen yet (see xp())
+    "rng": None,          # the random generator of the device, made by rng() from the seed
     "seed": None,
 }
 
@@ -37,29 +43,41 @@ def _import_cupy():
 
 def set_device(name):
     """Choose where arrays live: 'cpu' (NumPy) or 'cuda' (CuPy)."""
-    if name not in ("cpu", "cuda"):
+    if name not in DEVICES:
         raise ValueError(f"set_device: device must be 'cpu' or 'cuda', got {name!r}")
     xp = np if name == "cpu" else _import_cupy()
-    _state.update(device=name, xp=xp, rng=None)
-    if _state["seed"] is not None:
-        manual_seed(_state["seed"])
+    _state.update(device=name, xp=xp, rng=None)      # rng() remakes the generator from the seed
 
 
 def get_device():
+    """'cpu' or 'cuda'. It acts on a MINIDIFF_DEVICE wish first, so it always agrees with xp()."""
+    xp()
     return _state["device"]
 
 
 def xp():
     """The array module of the current device: numpy or cupy."""
+    if _state["xp"] is None:             # the first use of the device MINIDIFF_DEVICE wished for
+        _choose_env_device()
     return _state["xp"]
+
+
+def _choose_env_device():
+    """Act on MINIDIFF_DEVICE; on failure the wish stays, so every later use fails the same way."""
+    name = _state["device"]
+    if name not in DEVICES:
+        raise ValueError(f"MINIDIFF_DEVICE={name!r} is not a device; allowed: 'cpu', 'cuda'")
+    try:
+        set_device(name)
+    except RuntimeError as e:
+        raise RuntimeError(f"MINIDIFF_DEVICE={name}: {e}") from e
 
 
 def manual_seed(seed):
     """Seed the one generator that every random draw of minidiff goes through."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"manual_seed: seed must be a non-negative int, got {seed!r}")
-    _state["seed"] = int(seed)
-    _state["rng"] = _make_rng(int(seed))
+    _state.update(seed=int(seed), rng=None)           # rng() makes it, on the current device
 
 
 class DeviceDraws:
@@ -87,7 +105,7 @@ class DeviceDraws:
 
 
 def _make_rng(seed):
-    if _state["xp"] is np:
+    if xp() is np:
         return np.random.default_rng(seed)
     return DeviceDraws(seed)
 
@@ -118,9 +136,10 @@ def to_numpy(a):
 
 
 def _init_from_env():
+    """Record MINIDIFF_DEVICE's wish; xp() acts on it (see the module docstring)."""
     name = os.environ.get("MINIDIFF_DEVICE", "cpu").strip().lower() or "cpu"
     if name != "cpu":
-        set_device(name)
+        _state.update(device=name, xp=None)
 
 
 _init_from_env()

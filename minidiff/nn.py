@@ -20,6 +20,7 @@ gets scale 1e-10 instead, as in their code; that is how they start output layers
 parameter of a module to exactly zero, for when exact zeros are wanted.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -61,6 +62,41 @@ def zero_init(module):
     for p in module.parameters():
         p.data[...] = 0
     return module
+
+
+# ---------------------------------------------------------------------------- loading checks
+def checked_values(name, arr, dtype):
+    """A loaded array as a new host array of `dtype`, or a ValueError that names it.
+
+    Its dtype must be real floating (float16, float32, float64): integer, bool and complex
+    arrays are refused rather than cast silently. Its values must be finite once cast to
+    `dtype` (NaN and inf are refused, and so is a float64 beyond float32's range). Every
+    load_state_dict, here and in optim.py, checks each entry so before writing any.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "f":
+        raise ValueError(f"{name}: dtype {arr.dtype} is not a floating dtype (float16/32/64); "
+                         f"integers, bools and complex numbers are not cast silently")
+    with np.errstate(over="ignore"):                  # an overflow becomes inf, refused below
+        arr = arr.astype(dtype)                       # a copy
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: holds NaN or inf (as {arr.dtype})")
+    return arr
+
+
+def checked_array(name, value, like):
+    """A loaded array for the tensor `like`: exactly its shape, then `checked_values`."""
+    arr = np.asarray(backend.to_numpy(value))
+    if arr.shape != like.shape:
+        raise ValueError(f"{name}: expected shape {like.shape}, got {arr.shape}")
+    return checked_values(name, arr, like.dtype)
+
+
+def check_count(value, what):
+    """A loaded step count: an int >= 0 (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{what} must be an int >= 0, got {value!r}")
+    return int(value)
 
 
 def _positive_int(value, layer, name):
@@ -143,22 +179,28 @@ class Module:
                 for name, p in self.named_parameters()}
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters of the same name.
+        """Copy arrays into the parameters of the same name: all or nothing.
 
-        Every name and shape is checked before anything is written, so a failed load leaves
-        the module as it was. strict=True also requires the two sets of names to be equal;
-        strict=False loads the names both have. Values are cast to each parameter's dtype.
+        Every entry is checked before anything is written, so a failed load (a ValueError
+        naming the bad entries) leaves the module exactly as it was. strict=True requires the
+        two sets of names to be equal; strict=False loads the names both have. Each array must
+        have its parameter's exact shape and pass `checked_values` (a floating dtype, cast to
+        the parameter's; finite values).
         """
         own = dict(self.named_parameters())
         missing = [n for n in own if n not in state_dict]
         unexpected = [n for n in state_dict if n not in own]
-        arrays, mismatched = {}, []
+        arrays, mismatched, bad_values = {}, [], []
         for name, p in own.items():
             if name in state_dict:
                 arr = np.asarray(backend.to_numpy(state_dict[name]))
                 if arr.shape != p.shape:
                     mismatched.append(f"{name}: expected {p.shape}, got {arr.shape}")
-                arrays[name] = arr
+                    continue
+                try:
+                    arrays[name] = checked_values(name, arr, p.dtype)
+                except ValueError as e:
+                    bad_values.append(str(e))
         problems = []
         if strict and missing:
             problems.append(f"missing names: {missing}")
@@ -166,12 +208,13 @@ class Module:
             problems.append(f"unexpected names: {unexpected}")
         if mismatched:
             problems.append(f"shape mismatch: {mismatched}")
-        if problems:
+        if problems or bad_values:
             raise ValueError(f"load_state_dict ({type(self).__name__}): nothing was loaded; "
-                             + "; ".join(problems))
+                             + "; ".join(problems + bad_values))
         xp = backend.xp()
-        for name, arr in arrays.items():
-            own[name].data[...] = xp.asarray(arr, dtype=own[name].dtype)
+        arrays = {name: xp.asarray(arr) for name, arr in arrays.items()}  # all on the device
+        for name, arr in arrays.items():                                   # before any write
+            own[name].data[...] = arr
         return self
 
     def __repr__(self):

@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from . import backend, cuda
-from .nn import Module
+from .nn import Module, check_count, checked_array
 from .tensor import Tensor
 
 
@@ -147,45 +147,45 @@ class Optimizer:
                     sd[f"{name}.{i}"] = np.array(backend.to_numpy(buf), copy=True)
         return sd
 
-    def load_state_dict(self, sd):
-        """Restore a state_dict() of the same kind of optimizer over the same parameters.
+    def buffers_in_use(self):
+        return self.buffer_names
 
-        Everything is checked first; on a ValueError nothing has changed.
-        """
-        op = f"{type(self).__name__}.load_state_dict"
-        if sd.get("kind") != type(self).__name__:
-            raise ValueError(f"{op}: state is for {sd.get('kind')!r}, not {type(self).__name__}")
-        n = len(self.params)
-        steps = [int(s) for s in sd.get("steps", [])]
-        if len(steps) != n:
-            raise ValueError(f"{op}: state has {len(steps)} parameters, optimizer has {n}")
-        hyper = {k: sd[k] for k in self.hyperparameters() if k in sd}
-        missing = [k for k in self.hyperparameters() if k not in sd]
-        known = {"kind", "steps", *self.hyperparameters()}
-        buffers, problems = {}, []
-        for key, value in sd.items():
-            if key in known:
-                continue
-            name, _, idx = key.rpartition(".")
-            if name not in self.buffer_names or not idx.isdigit() or int(idx) >= n:
-                problems.append(f"unexpected key {key!r}")
-                continue
-            arr = np.asarray(backend.to_numpy(value))
-            if arr.shape != self.params[int(idx)].shape:
-                problems.append(f"{key}: expected shape {self.params[int(idx)].shape}, "
-                                f"got {arr.shape}")
-            buffers[(name, int(idx))] = arr
-        if missing:
-            problems.append(f"missing hyperparameters {missing}")
-        if problems:
-            raise ValueError(f"{op}: nothing was loaded; " + "; ".join(problems))
-        self._set_hyperparameters(hyper)
-        self.steps = steps
-        xp = backend.xp()
-        self.buffers = {name: [None] * n for name in self.buffer_names}
-        for (name, i), arr in buffers.items():
-            self.buffers[name][i] = xp.array(arr, dtype=self.params[i].dtype)
+    def load_state_dict(self, sd):
+        """Restore a state_dict() of this kind of optimizer over the same parameters, all or
+        nothing: a new optimizer is built from it and checked, then this one takes its fields."""
+        try:
+            new = self._from_state(sd)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: nothing was loaded; {e}") \
+                from None
+        vars(self).update(vars(new))
         return self
+
+    def _from_state(self, sd):
+        """The hyperparameters pass the constructor's checks, each step count is an int >= 0,
+        and a buffer is there exactly for each parameter that has taken a step (checked_array)."""
+        kind, n, names = type(self).__name__, len(self.params), list(self.hyperparameters())
+        if sd.get("kind") != kind:
+            raise ValueError(f"state is for {sd.get('kind')!r}, not {kind}")
+        missing = [k for k in ("steps", *names) if k not in sd]
+        if missing:
+            raise ValueError(f"missing keys {missing}")
+        new, steps = type(self)(self.params, **{k: sd[k] for k in names}), sd["steps"]
+        if not isinstance(steps, (list, tuple)):
+            raise ValueError(f"steps must be a list of step counts, got {steps!r}")
+        if len(steps) != n:
+            raise ValueError(f"steps: the state has {len(steps)} parameters, the optimizer {n}")
+        new.steps = [check_count(s, f"steps[{i}]") for i, s in enumerate(steps)]
+        wanted = {f"{b}.{i}": (b, i) for b in new.buffers_in_use() for i in range(n)
+                  if new.steps[i] > 0}
+        unexpected = [k for k in sd if k not in wanted and k not in ("kind", "steps", *names)]
+        absent = [k for k in wanted if k not in sd]
+        if unexpected or absent:
+            raise ValueError(f"unexpected key {unexpected[0]!r}" if unexpected else
+                             f"missing buffers {absent} (of the parameters that took a step)")
+        for key, (b, i) in wanted.items():
+            new.buffers[b][i] = backend.xp().asarray(checked_array(key, sd[key], self.params[i]))
+        return new
 
 
 class SGD(Optimizer):
@@ -205,9 +205,8 @@ class SGD(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
-    def _set_hyperparameters(self, h):
-        self.lr, self.momentum = float(h["lr"]), float(h["momentum"])
-        self.weight_decay = float(h["weight_decay"])
+    def buffers_in_use(self):
+        return self.buffer_names if self.momentum != 0 else ()
 
 
 class Adam(Optimizer):
@@ -235,11 +234,6 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
-
-    def _set_hyperparameters(self, h):
-        self.lr, self.eps = float(h["lr"]), float(h["eps"])
-        self.betas = (float(h["betas"][0]), float(h["betas"][1]))
-        self.weight_decay = float(h["weight_decay"])
 
 
 class AdamW(Adam):
@@ -352,19 +346,20 @@ class EMA:
         return sd
 
     def load_state_dict(self, sd):
+        """All or nothing, like the optimizers': every entry is checked before any is set."""
         expected = {"decay", "num_updates", *("shadow." + n for n in self.names)}
-        missing = sorted(expected - set(sd))
-        unexpected = sorted(set(sd) - expected)
-        mismatched = [f"{n}: expected {s.shape}, got {np.shape(sd['shadow.' + n])}"
-                      for n, s in zip(self.names, self.shadow)
-                      if "shadow." + n in sd and np.shape(sd["shadow." + n]) != s.shape]
-        if missing or unexpected or mismatched:
-            raise ValueError(f"EMA.load_state_dict: nothing was loaded; missing {missing}, "
-                             f"unexpected {unexpected}, shape mismatch {mismatched}")
-        xp = backend.xp()
-        self.decay, self.num_updates = float(sd["decay"]), int(sd["num_updates"])
-        self.shadow = [xp.array(backend.to_numpy(sd["shadow." + n]), dtype=p.dtype)
-                       for n, p in zip(self.names, self.params)]
+        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+        try:
+            if missing or unexpected:
+                raise ValueError(f"missing {missing}, unexpected {unexpected}")
+            decay = _check_number(sd["decay"], "EMA", "decay", 0.0, 1.0)
+            num_updates = check_count(sd["num_updates"], "num_updates")
+            shadow = [checked_array("shadow." + n, sd["shadow." + n], p)
+                      for n, p in zip(self.names, self.params)]
+        except ValueError as e:
+            raise ValueError(f"EMA.load_state_dict: nothing was loaded; {e}") from None
+        self.shadow = [backend.xp().asarray(s) for s in shadow]
+        self.decay, self.num_updates = decay, num_updates
         return self
 
 
@@ -378,12 +373,8 @@ class LinearWarmup:
     """
 
     def __init__(self, optimizer, warmup_steps, base_lr):
-        if not isinstance(warmup_steps, (int, np.integer)) or isinstance(warmup_steps, bool) \
-                or warmup_steps < 0:
-            raise ValueError(f"LinearWarmup: warmup_steps must be an int >= 0, "
-                             f"got {warmup_steps!r}")
         self.optimizer = optimizer
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = check_count(warmup_steps, "LinearWarmup: warmup_steps")
         self.base_lr = _check_number(base_lr, "LinearWarmup", "base_lr", 0.0)
         self.last_step = 0                                     # k: updates taken so far
         self.optimizer.lr = self.lr_at(0)

@@ -62,6 +62,7 @@ class Tensor:
 
     # Make `ndarray * Tensor` call Tensor.__rmul__ instead of building an array of objects.
     __array_ufunc__ = None
+    _freed = False         # True once backward() has run this op's _backward and dropped it
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
@@ -125,6 +126,11 @@ class Tensor:
                 continue
             if id(node) in seen:
                 continue
+            if node._freed:                   # checked before any gradient is written
+                raise RuntimeError(
+                    f"backward: the graph behind this tensor (at a '{node._op}' op) was "
+                    f"already freed by an earlier backward(); call backward() once per "
+                    f"forward pass (run the forward again to build a new graph)")
             seen.add(id(node))
             stack.append((node, True))
             stack.extend((p, False) for p in node._prev if id(p) not in seen)
@@ -136,6 +142,7 @@ class Tensor:
                 # Free the graph as we go: the closure holds the saved activations.
                 node._backward = None
                 node._prev = ()
+                node._freed = True
                 if node is not self:
                     node.grad = None          # intermediate gradients are not kept
 

@@ -1,6 +1,7 @@
 """Shape ops: reshape, transpose/permute, concat, indexing. They move numbers, never change
 them, so each backward moves the gradient back the same way."""
 import builtins
+import numbers
 
 from .. import backend
 from ..tensor import Tensor
@@ -23,15 +24,28 @@ def reshape(x, *shape):
     return out.set_backward(_backward)
 
 
+def axis_index(axis, ndim, op):
+    """`axis` as an index in [0, ndim), read as NumPy reads it: an int in [-ndim, ndim), the
+    negatives counting from the end. Anything else is an error; it never wraps around."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise ValueError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a {ndim}-d tensor; "
+                         f"allowed: [{-ndim}, {ndim})")
+    return int(axis) % ndim
+
+
 def transpose(x, *axes):
     """Permute axes (all reversed when none are given), like numpy.transpose."""
     x = as_tensor(x)
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    axes = axes or tuple(reversed(range(x.ndim)))
-    if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: axes {axes} are not a permutation for shape {x.shape}")
-    axes = tuple(a % x.ndim for a in axes)
+        axes = tuple(axes[0])                          # transpose(x, (1, 0)) = transpose(x, 1, 0)
+    elif axes in ((), (None,)):
+        axes = tuple(reversed(range(x.ndim)))          # transpose(x) = transpose(x, None)
+    given = axes
+    axes = tuple(axis_index(a, x.ndim, "transpose") for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {given} are not a permutation for shape {x.shape}")
     inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i]))
     out = Tensor.make(x.data.transpose(axes), (x,), "transpose")
 
@@ -48,8 +62,12 @@ def concat(tensors, axis=0):
     ts = [as_tensor(t) for t in tensors]
     if not ts:
         raise ValueError("concat: needs at least one tensor")
+    for i, t in enumerate(ts):
+        if t.ndim == 0:
+            raise ValueError(f"concat: tensor {i} is 0-d; only tensors with an axis can be "
+                             f"concatenated")
     ref = ts[0]
-    ax = axis % ref.ndim
+    ax = axis_index(axis, ref.ndim, "concat")
     for t in ts[1:]:
         if t.dtype != ref.dtype:
             raise ValueError(f"concat: dtype mismatch, {ref.dtype} {ref.shape} vs "
