@@ -22,22 +22,24 @@ import numpy as np
 
 from . import backend, data, viz
 from .diffusion import calc_bpd_loop
-from .train import (CHOICES, IMAGE_DATA, TWO_D, NonFiniteLoss, Trainer, TrainConfig,
+from .train import (CHOICES, IMAGE_DATA, INT_RANGES, TWO_D, NonFiniteLoss, Trainer, TrainConfig,
                     distances_2d, format_distances)
 
 # ------------------------------------------------------------------------------ argument types
 
 
-def int_at_least(lo):
+def int_at_least(lo, hi=None):
+    allowed = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
+
     def parse(s):
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an int >= {lo}, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be an int >= {lo}, got {s!r}")
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r:.40}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r:.40}")
         return v
-    parse.__name__ = f"int >= {lo}"
+    parse.__name__ = allowed
     return parse
 
 
@@ -49,11 +51,11 @@ def float_in(lo, hi=math.inf, lo_open=False, hi_open=False):
         try:
             v = float(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r:.40}") from None
         ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and \
             (v < hi if hi_open else v <= hi)
         if not ok:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r}")
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r:.40}")
         return v
     parse.__name__ = allowed
     return parse
@@ -103,11 +105,7 @@ TRAIN_HELP = {
 }
 
 TRAIN_TYPES = {
-    "n_points": int_at_least(2), "image_size": int_at_least(1), "hidden": int_at_least(1),
-    "depth": int_at_least(1), "time_dim": int_at_least(4), "timesteps": int_at_least(1),
-    "steps": int_at_least(1), "batch_size": int_at_least(1), "warmup": int_at_least(0),
-    "seed": int_at_least(0), "ckpt_every": int_at_least(1), "sample_every": int_at_least(0),
-    "n_samples": int_at_least(2), "log_every": int_at_least(1),
+    **{name: int_at_least(lo, hi) for name, (lo, hi) in INT_RANGES.items()},
     "lr": float_in(0, lo_open=True), "weight_decay": float_in(0),
     "grad_clip": float_in(0, lo_open=True), "ema_decay": float_in(0, 1, hi_open=True),
     "dropout": float_in(0, 1, hi_open=True), "channels": int,
@@ -134,13 +132,20 @@ def limit_blas_threads(n):
 
 def add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 1 for the "
                                "2-D MLP, 0 for U-Nets)"):
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where to compute: cpu (NumPy) or cuda (CuPy and CUDA kernels)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where to compute: cpu (NumPy) or cuda (CuPy and CUDA kernels) "
+                        "(default: $MINIDIFF_DEVICE, else cpu)")
     p.add_argument("--threads", type=int_at_least(0), default=None, help=threads_help)
 
 
 def set_device(args):
     """--device, with a clear failure when CUDA is asked for but missing."""
+    if args.device is None:                 # no flag: MINIDIFF_DEVICE's wish, or the CPU
+        try:
+            args.device = backend.get_device()
+        except (RuntimeError, ValueError) as e:
+            fail(f"{e} (or pass --device cpu)")
+        return
     try:
         backend.set_device(args.device)
     except RuntimeError as e:
@@ -159,6 +164,34 @@ def flagged(msg):
     field, sep, rest = msg.partition(":")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return f"{flag(field)}:{rest}" if sep and field in names else msg
+
+
+def describe(e):
+    """An OSError in one line: our own message, or the system's reason and the path."""
+    if e.errno is None:
+        return str(e)
+    return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+
+
+PATH_FLAGS = ("out_dir", "run", "out", "data_path")
+
+
+def os_failure(e, args):
+    """One line for an OSError that reached main(): the flag whose path it concerns (the
+    deepest one given that holds e.filename), and what the system said."""
+    if e.errno is None:                             # one of ours: its message says it all
+        return flagged(str(e))
+    for name in PATH_FLAGS:
+        given = getattr(args, name, None)
+        if not given:
+            continue
+        if e.filename is None:      # a failed write() names no file: blame what we write to
+            if name in ("out_dir", "out"):
+                return f"{flag(name)} {given}: {describe(e)}"
+        elif os.path.commonpath([os.path.abspath(e.filename), os.path.abspath(given)]) == \
+                os.path.abspath(given):
+            return f"{flag(name)} {given}: {describe(e)}"
+    return describe(e)
 
 
 def fail(msg):
@@ -200,7 +233,7 @@ def cmd_train(args):
         trainer.run()
     except NonFiniteLoss as e:
         fail(str(e))
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError, RuntimeError) as e:
+    except (ValueError, ImportError, RuntimeError) as e:    # OSErrors: see main()
         fail(flagged(str(e)))
     if not args.quiet:
         print(f"trained to step {trainer.step} in {time.perf_counter() - t0:.1f} s; "
@@ -216,8 +249,8 @@ def cmd_train(args):
 def load_run(args):
     try:
         trainer = Trainer.from_checkpoint(args.run)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        fail(f"--run {args.run}: {e}")
+    except (ValueError, OSError, ImportError) as e:
+        fail(f"--run {args.run}: {describe(e) if isinstance(e, OSError) else e}")
     return trainer
 
 
@@ -277,8 +310,8 @@ def cmd_nll(args):
             folder = data.ImageFolder(args.data_path, cfg.image_size, channels=cfg.channels,
                                       flip=False)
             x, source = folder.batch(np.arange(len(folder))), args.data_path
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        fail(f"--data-path: {e}")
+    except (ValueError, OSError, ImportError) as e:
+        fail(f"--data-path: {describe(e) if isinstance(e, OSError) else e}")
     x = x[:args.n]
     backend.manual_seed(args.seed)
     results = []
@@ -319,11 +352,13 @@ def demo_estimate(steps, timesteps, n):
 
 def demo_folder(path):
     """The demo's folder: new, empty, or one it made before; anything else is refused."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail(f"--out-dir {path}: is a file, not a folder; choose a folder for the pictures")
     if os.path.isdir(path) and os.listdir(path) and \
             not os.path.exists(os.path.join(path, DEMO_MARK)):
         fail(f"--out-dir: {path} exists and was not made by the demo; choose another folder "
              "(the demo would overwrite what is there)")
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, exist_ok=True)                # an OSError here: main() names the flag
     open(os.path.join(path, DEMO_MARK), "w").close()
 
 
@@ -474,6 +509,8 @@ def main(argv=None):
         fail("interrupted; the last checkpoint (if any) is intact: rerun with --resume")
     except RuntimeError as e:                       # e.g. CUDA failing mid-run
         fail(str(e))
+    except OSError as e:                            # a folder we cannot write, a full disk
+        fail(os_failure(e, args))
     finally:
         if args.blas_limits is not None:            # main() may be called in-process
             args.blas_limits.restore_original_limits()

@@ -19,18 +19,16 @@ A run lives in one folder:
     trainer = Trainer.from_checkpoint("runs/roll/checkpoint.npz")   # for sampling
 """
 import dataclasses
-import glob
 import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend, data, metrics, viz
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import backend, data, metrics, rundir, viz
+from .checkpoint import check_like, load_checkpoint, save_checkpoint
 from .diffusion import (GaussianDiffusion, ddim_sample_loop_progressive, ddim_timesteps,
                         get_beta_schedule)
 from .models import MLPDenoiser, unet_from_preset
@@ -51,6 +49,16 @@ CHOICES = {
     "variance": ("fixed_large", "fixed_small"),
     "optimizer": ("adam", "adamw"),
     "channels": (1, 3),
+}
+
+# The range of every int field; validate() and the CLI's flags read this one table. The upper
+# bounds stop a typo from asking for terabytes (T = 10^12 is a schedule of 10^12 numbers).
+INT_RANGES = {
+    "n_points": (2, 10_000_000), "image_size": (1, 1024), "hidden": (1, 65536),
+    "depth": (1, 256), "time_dim": (4, 65536), "timesteps": (1, 100_000),
+    "steps": (1, 10**9), "batch_size": (1, 65536), "warmup": (0, 10**9),
+    "seed": (0, 2**63 - 1), "ckpt_every": (1, 10**9), "sample_every": (0, 10**9),
+    "n_samples": (2, 1_000_000), "log_every": (1, 10**9),
 }
 
 
@@ -102,11 +110,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, allowed: "
                                  f"{', '.join(map(str, allowed))}")
-        for name in ("steps", "batch_size", "timesteps", "n_points", "n_samples", "log_every",
-                     "ckpt_every", "image_size", "hidden", "depth", "time_dim"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("warmup", "sample_every", "seed"):
-            _check_int(name, getattr(self, name), 0)
+        for name, (lo, hi) in INT_RANGES.items():
+            _check_int(name, getattr(self, name), lo, hi)
         if self.time_dim % 2 or self.time_dim < 4:
             raise ValueError(f"time_dim: must be even and >= 4, got {self.time_dim}")
         _check_float("lr", self.lr, 0, lo_open=True)
@@ -114,6 +119,9 @@ class TrainConfig:
         _check_float("weight_decay", self.weight_decay, 0)
         _check_float("ema_decay", self.ema_decay, 0, 1, hi_open=True)
         _check_float("dropout", self.dropout, 0, 1, hi_open=True)
+        for name in ("data_path", "out_dir"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: must be a string, got {getattr(self, name)!r}")
         if not isinstance(self.flip, bool):
             raise ValueError(f"flip: must be true or false, got {self.flip!r}")
         if self.data in TWO_D and self.model != "mlp":
@@ -148,9 +156,9 @@ class TrainConfig:
         return cls(**d)
 
 
-def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name}: must be an int >= {lo}, got {v!r}")
+def _check_int(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name}: must be an int in [{lo}, {hi}], got {v!r}")
 
 
 def _check_float(name, v, lo, hi=math.inf, lo_open=False, hi_open=False):
@@ -163,6 +171,10 @@ def _check_float(name, v, lo, hi=math.inf, lo_open=False, hi_open=False):
 
 class NonFiniteLoss(RuntimeError):
     """Training met a NaN or inf; the last good checkpoint was left as it was."""
+
+
+class ModelDiverged(RuntimeError):
+    """Sampling met a NaN or inf: the weights produce garbage."""
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -195,6 +207,29 @@ def draw_2d(cfg, n, g):
     if cfg.data == "picture":
         return data.points_from_picture(cfg.data_path or data.default_picture_path(), n, rng=g)
     return data.TWO_D_SETS[cfg.data](n, rng=g)
+
+
+def config_shape(cfg):
+    """(C, H, W) or (2,) from the config alone, as build_data would give it."""
+    if cfg.data in TWO_D:
+        return (2,)
+    if cfg.data == "digits":
+        return (1, 16, 16)
+    channels = cfg.channels if cfg.data == "folder" else 1
+    return (channels, cfg.image_size, cfg.image_size)
+
+
+def saved_config(path, meta):
+    """The TrainConfig inside a checkpoint's metadata, checked field by field."""
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint {path}: meta.config: missing or not a JSON object. "
+                         "Nothing was loaded or changed")
+    try:
+        return TrainConfig.from_json(saved).validate()
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"checkpoint {path}: meta.config: {e}. Nothing was loaded or "
+                         "changed") from None
 
 
 def data_shape(train_data):
@@ -274,22 +309,6 @@ def _unflatten(prefix, arrays, meta):
     return state
 
 
-def _write_atomic(path, text):
-    """Replace `path` by `text` so that a kill at any moment leaves the old file or the new."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 LOG_HEADER = "step,loss,grad_norm,lr"
 
 
@@ -323,29 +342,51 @@ class Trainer:
     resume=True continues from out_dir/checkpoint.npz (if there is one); overwrite=True starts
     afresh over an existing run. Without either, a folder that already holds a run is refused,
     so nothing is lost by accident.
+
+    The trainer holds the folder's lock (minidiff.rundir) from here to the end of run(): a
+    second trainer on the same folder is refused. With overwrite=True the old run is moved
+    aside when run() starts and dropped only once the new run's first checkpoint is on disk;
+    if the new run fails before that, the old run is put back.
     """
 
     def __init__(self, cfg, resume=False, overwrite=False, quiet=False):
         self.quiet = quiet
-        self._build(cfg)
-        if os.path.exists(self.ckpt_path):
-            if resume:
-                self.load(self.ckpt_path)
-                self._say(f"resume: continuing {cfg.out_dir} from step {self.step}")
-            elif not overwrite:
-                raise FileExistsError(
-                    f"out_dir: {cfg.out_dir} already holds a run ({self.ckpt_path}); pass "
-                    "--resume to continue it, --overwrite to start it again, or choose "
-                    "another --out-dir")
-        elif resume:
-            self._say(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
+        cfg.validate()
+        self._lock = rundir.RunLock(cfg.out_dir)         # before we look at what is there
+        try:
+            note = rundir.recover(cfg.out_dir)
+            if note:
+                self._say(note)
+            self._build(cfg)
+            if os.path.exists(self.ckpt_path):
+                if resume:
+                    self.load(self.ckpt_path)
+                    self._say(f"resume: continuing {cfg.out_dir} from step {self.step}")
+                elif overwrite:
+                    self._overwrite = True              # run() moves the old run aside
+                else:
+                    raise FileExistsError(
+                        f"out_dir: {cfg.out_dir} already holds a run ({self.ckpt_path}); pass "
+                        "--resume to continue it, --overwrite to start it again, or choose "
+                        "another --out-dir")
+            elif resume:
+                self._say(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
+        except BaseException:
+            self._lock.release()
+            raise
 
-    def _build(self, cfg):
-        """Data, model, diffusion, optimiser, warm-up and EMA, all from cfg and its seed."""
+    def close(self):
+        """Let go of the run folder (run() does this when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _build(self, cfg, with_data=True):
+        """Data, model, diffusion, optimiser, warm-up and EMA, all from cfg and its seed.
+        Without data (sampling a saved image run), the shape comes from the config."""
         self.cfg = cfg.validate()
         backend.manual_seed(cfg.seed)
-        self.data = build_data(cfg)
-        self.shape = data_shape(self.data)
+        self.data = build_data(cfg) if with_data else None
+        self.shape = data_shape(self.data) if with_data else config_shape(cfg)
         self.model = build_model(cfg, self.shape)
         self.diffusion = build_diffusion(cfg)
         self.params = self.model.parameters()
@@ -354,6 +395,8 @@ class Trainer:
         self.warmup = LinearWarmup(self.opt, cfg.warmup, cfg.lr)
         self.ema = EMA(self.model, decay=cfg.ema_decay)
         self.step = 0
+        self._replacing = None              # the old run's .previous/ while it is replaced
+        self._overwrite = False
         self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.npz")
         self.log_path = os.path.join(cfg.out_dir, "log.csv")
         self._log = None
@@ -364,14 +407,14 @@ class Trainer:
         evaluation. `path` is a checkpoint or a run folder. Nothing on disk is written."""
         if os.path.isdir(path):
             path = os.path.join(path, "checkpoint.npz")
-        _, meta = load_checkpoint(path)
-        cfg = TrainConfig.from_json(meta["config"])
+        arrays, meta = load_checkpoint(path)         # one read: a whole checkpoint, even if a
+        cfg = saved_config(path, meta)               # running trainer replaces it meanwhile
         cfg.out_dir = os.path.dirname(os.path.abspath(path))
         self = cls.__new__(cls)
-        self.quiet = quiet
-        self._build(cfg)
+        self.quiet, self._lock = quiet, None        # reading takes no lock
+        self._build(cfg, with_data=cfg.data in TWO_D)    # 2-D data: the plots' reference
         self.ckpt_path = path
-        self.load(path, restore_rng=False)
+        self._restore(path, arrays, meta, restore_rng=False)
         return self
 
     def _say(self, msg):
@@ -420,6 +463,9 @@ class Trainer:
         return value, grad_norm, lr
 
     def _last_good(self):
+        if self._replacing is not None:
+            return (f"No checkpoint of this run was written, so the run it was to overwrite "
+                    f"in {self.cfg.out_dir} is put back as it was.")
         if os.path.exists(self.ckpt_path):
             return f"The last good checkpoint, {self.ckpt_path}, is untouched."
         return "No checkpoint had been written yet."
@@ -427,7 +473,27 @@ class Trainer:
     def run(self, final_samples=True):
         """Train from self.step to cfg.steps; then (if final_samples) draw samples.png."""
         cfg = self.cfg
-        os.makedirs(cfg.out_dir, exist_ok=True)
+        if self._lock is None or not self._lock.held:   # a second run() of this trainer
+            self._lock = rundir.RunLock(cfg.out_dir)
+        try:
+            if self._overwrite:                         # the old run waits in .previous/
+                self._replacing = rundir.move_run_aside(cfg.out_dir)
+                self._overwrite = False
+            self._train()
+            if final_samples:
+                self.save_samples("samples.png")
+        except BaseException:
+            if self._replacing is not None:             # failed before its first checkpoint
+                rundir.restore(self._replacing)
+                self._replacing = None
+            raise
+        finally:
+            self._lock.release()
+        return self
+
+    def _train(self):
+        """Algorithm 1's loop, with the log, checkpoints and sample pictures on the way."""
+        cfg = self.cfg
         self._open_log()
         bar = Progress(cfg.steps, start=self.step, desc="train",
                        stream=io.StringIO() if self.quiet else None)
@@ -441,19 +507,20 @@ class Trainer:
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                     self._log.flush()                 # every logged row is on disk first
                     self.save(self.ckpt_path)
+                    if self._replacing is not None:   # the new run is durable: drop the old
+                        rundir.commit(self._replacing)
+                        self._replacing = None
                     self.plot_losses()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.save_samples(f"samples_{self.step:06d}.png")
         except NonFiniteLoss:
             self._log.flush()
-            self.plot_losses()
+            if self._replacing is None:
+                self.plot_losses()
             raise
         finally:
             bar.close()
             self._log.close()
-        if final_samples:
-            self.save_samples("samples.png")
-        return self
 
     # -------------------------------------------------------------------- checkpoints
     def state(self):
@@ -480,7 +547,12 @@ class Trainer:
     def load(self, path, restore_rng=True):
         """Restore a checkpoint; the config must match ours (but for RESUMABLE fields)."""
         arrays, meta = load_checkpoint(path)
-        saved = TrainConfig.from_json(meta["config"])
+        self._restore(path, arrays, meta, restore_rng)
+
+    def _restore(self, path, arrays, meta, restore_rng):
+        """Check every field and array of the checkpoint against this run, then load it all.
+        A checkpoint that fails any check changes nothing."""
+        saved = saved_config(path, meta)
         diffs = [f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(self.cfg, k)!r}"
                  for k in saved.to_json() if k not in TrainConfig.RESUMABLE
                  and getattr(saved, k) != getattr(self.cfg, k)]
@@ -488,38 +560,88 @@ class Trainer:
             raise ValueError(f"resume: the config differs from the checkpoint's ({path}): "
                              + "; ".join(diffs) + ". Use the checkpoint's values, or another "
                              "--out-dir for a new run")
-        if meta["step"] > self.cfg.steps:
-            raise ValueError(f"steps: the checkpoint {path} is at step {meta['step']}, past "
-                             f"steps={self.cfg.steps}; allowed: steps >= {meta['step']}")
+        step = meta.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"checkpoint {path}: meta.step: must be an int >= 0, got "
+                             f"{step!r:.40}. Nothing was loaded or changed")
+        template_arrays, template_meta = self.state()
+        if step > 0:                                                  # Adam's m and v exist
+            template_arrays.update({f"opt.{name}.{i}": backend.to_numpy(p.data)
+                                    for name in self.opt.buffers_in_use()
+                                    for i, p in enumerate(self.params)})
+        check_like(path, arrays, meta, template_arrays, template_meta,
+                   skip=("format", "config", "device"))
+        self._check_counts(path, meta, step)
+        if step > self.cfg.steps:
+            raise ValueError(f"steps: the checkpoint {path} is at step {step}, past "
+                             f"steps={self.cfg.steps}; allowed: steps >= {step}")
         device = meta.get("device", "cpu")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"checkpoint {path}: meta.device: got {device!r}, allowed: cpu, "
+                             "cuda. Nothing was loaded or changed")
         if restore_rng and device != backend.get_device():
             raise ValueError(f"device: the checkpoint {path} was written on {device!r}, this "
                              f"run is on {backend.get_device()!r}; resume on {device!r} (its "
                              "random generator cannot move between devices)")
-        try:
-            self.model.load_state_dict({k[6:]: v for k, v in arrays.items()
-                                        if k.startswith("model.")})
-            self.opt.load_state_dict(_unflatten("opt.", arrays, meta["opt"]))
-            self.ema.load_state_dict(_unflatten("ema.", arrays, meta["ema"]))
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"checkpoint {path} does not fit this model: {e}") from None
+        self.model.load_state_dict({k[6:]: v for k, v in arrays.items()
+                                    if k.startswith("model.")})
+        self.opt.load_state_dict(_unflatten("opt.", arrays, meta["opt"]))
+        self.ema.load_state_dict(_unflatten("ema.", arrays, meta["ema"]))
         self.warmup.load_state_dict(meta["warmup"])
         if restore_rng:
             backend.set_rng_state(meta["rng"])
-        self.step = int(meta["step"])
+        self.step = step
+
+    def _check_counts(self, path, meta, step):
+        """The step, the optimiser's and the EMA's update counts and the warm-up agree, and
+        the RNG state is one NumPy accepts. (check_like has already checked the kinds.)"""
+        def refuse(field, msg):
+            raise ValueError(f"checkpoint {path}: {field}: {msg}. Nothing was loaded or changed")
+        if any(t != step for t in meta["opt"]["steps"]):
+            refuse("meta.opt.steps", f"every parameter's update count must equal the step "
+                   f"{step}, got {sorted(set(meta['opt']['steps']))}")
+        if meta["ema"]["num_updates"] != step:
+            refuse("meta.ema.num_updates", f"must equal the step {step}, got "
+                   f"{meta['ema']['num_updates']}")
+        if not 0 <= meta["ema"]["decay"] <= 1:
+            refuse("meta.ema.decay", f"must be in [0, 1], got {meta['ema']['decay']}")
+        want = {"warmup_steps": self.cfg.warmup, "base_lr": self.cfg.lr, "last_step": step}
+        if meta["warmup"] != want:
+            refuse("meta.warmup", f"expected {want} (the config's warm-up at step {step}), "
+                   f"got {meta['warmup']}")
+        _, fresh = self.state()
+        lr = self.warmup.lr_at(step)
+        for k, v in fresh["opt"].items():
+            got = meta["opt"][k]
+            if k != "steps" and got != (lr if k == "lr" else v):
+                refuse(f"meta.opt.{k}", f"expected {lr if k == 'lr' else v!r}, got {got!r}")
+        kind = fresh["rng"]["bit_generator"]                   # PCG64, NumPy's default
+        if meta["rng"]["bit_generator"] != kind:
+            refuse("meta.rng.bit_generator", f"expected {kind!r}, got "
+                   f"{meta['rng']['bit_generator']!r:.40}")
+        rng = meta["rng"]
+        if rng["has_uint32"] not in (0, 1) or not 0 <= rng["uinteger"] < 2**32:
+            refuse("meta.rng", "has_uint32 must be 0 or 1 and uinteger a 32-bit number")
+        try:                                    # NumPy must take the state and give it back
+            scratch = getattr(np.random, kind)()
+            scratch.state = meta["rng"]
+            taken = scratch.state == meta["rng"]
+        except (TypeError, ValueError, OverflowError, KeyError):
+            taken = False
+        if not taken:
+            refuse("meta.rng", "not a state NumPy's generator accepts as it is")
 
     def _open_log(self):
         """log.csv keeps exactly the rows of steps 1..self.step (a killed run may have more,
         or a torn last line), rewritten atomically; then it is opened to append. Half-written
-        temporary files of a killed run are removed."""
-        for tmp in glob.glob(os.path.join(self.cfg.out_dir, ".tmp-*")):
-            os.unlink(tmp)
+        temporary files of a killed run are removed (only provably stale ones)."""
+        for tmp in rundir.remove_stale_temp_files(self.cfg.out_dir):
             self._say(f"removed {tmp}, left half-written by a killed run")
         rows = read_log_rows(self.log_path, self.step) if self.step > 0 else []
-        _write_atomic(self.log_path, "".join(r + "\n" for r in [LOG_HEADER] + rows))
+        rundir.write_atomic(self.log_path, "".join(r + "\n" for r in [LOG_HEADER] + rows))
         self._log = open(self.log_path, "a")
-        _write_atomic(os.path.join(self.cfg.out_dir, "config.json"),
-                      json.dumps(self.cfg.to_json(), indent=1) + "\n")
+        rundir.write_atomic(os.path.join(self.cfg.out_dir, "config.json"),
+                            json.dumps(self.cfg.to_json(), indent=1) + "\n")
 
     def read_log(self):
         """(steps, losses) from log.csv."""
@@ -566,6 +688,12 @@ class Trainer:
         keep = frame_indices(n_states, frames) if frames else set()
         trajectory = []
         for k, (s, x) in enumerate(chain):
+            if not bool(backend.xp().isfinite(x).all()):
+                raise ModelDiverged(
+                    f"sampling: x_{s} holds NaN or inf: the model's predictions blew up, so "
+                    f"its weights ({self.ckpt_path}) are not usable; the run probably diverged "
+                    "in training. Try sampling the raw weights (--no-ema), or train again with "
+                    "a lower --lr, more --warmup, or --loss simple")
             if k in keep:
                 trajectory.append((s, backend.to_numpy(x)))
         return backend.to_numpy(x), trajectory

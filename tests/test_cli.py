@@ -71,8 +71,8 @@ def test_top_level_help_lists_the_commands(capsys):
 
 @pytest.mark.parametrize("argv, flag, allowed", [
     (["train", "--device", "tpu"], "--device", "'cpu', 'cuda'"),
-    (["train", "--steps", "0"], "--steps", "must be an int >= 1, got '0'"),
-    (["train", "--batch-size", "many"], "--batch-size", "must be an int >= 1, got 'many'"),
+    (["train", "--steps", "0"], "--steps", "must be an int in [1, 1000000000], got '0'"),
+    (["train", "--batch-size", "many"], "--batch-size", "must be an int in [1, 65536], got 'many'"),
     (["train", "--lr", "-1"], "--lr", "must be a number in (0, inf], got '-1'"),
     (["train", "--lr", "nan"], "--lr", "must be a number in (0, inf]"),
     (["train", "--ema-decay", "1"], "--ema-decay", "must be a number in [0, 1)"),

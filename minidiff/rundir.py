@@ -1,0 +1,188 @@
+"""A run folder that nothing can corrupt: one trainer at a time, files replaced atomically, and
+an --overwrite that keeps the old run whole until the new one has a checkpoint.
+
+    lock = RunLock("runs/roll")          # a second trainer on runs/roll is refused by name
+    recover("runs/roll")                 # finish what a killed --overwrite left half done
+    write_atomic("runs/roll/log.csv", text)
+    aside = move_run_aside("runs/roll")  # --overwrite: the old run waits in .previous/
+    commit(aside)                        # after the new run's first checkpoint is on disk
+    restore(aside)                       # or, if the new run failed before that
+
+Every step that moves files is one rename or a repeatable sequence of renames, so a kill -9 at
+any moment leaves a state that `recover` turns back into one whole run.
+"""
+import errno
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+import time
+
+LOCK = ".lock"                      # flock'ed by the trainer; holds its PID for the message
+PREVIOUS = ".previous"              # the old run, whole, while a new run overwrites it
+MOVING = ".previous.partial"        # the old run part way into (or back out of) .previous/
+DISCARD = ".previous.discard"       # the old run, after the new run's first checkpoint
+TEMP = ".tmp-"                      # temporary files are .tmp-<pid>-<random><suffix>
+# What a run writes into its folder: only these are moved aside by --overwrite; anything else
+# a user keeps in the folder is left where it is.
+RUN_FILES = re.compile(r"(checkpoint\.npz|log\.csv|config\.json|loss\.png|samples(_\d+)?\.png)")
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)                    # make renames and unlinks in the folder durable
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------ the lock
+class RunLock:
+    """An exclusive flock on <folder>/.lock, held until release() or the process ends (the OS
+    drops it even on kill -9, so a crash never leaves the folder locked)."""
+
+    def __init__(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        self.fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = self._holder()
+            os.close(self.fd)
+            self.fd = None
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise RunFolderBusy(f"out_dir: {folder} is in use by another minidiff process "
+                                f"(PID {holder}); wait for it to end, or choose another "
+                                "--out-dir") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def _holder(self):
+        """The PID the holder wrote, or 'unknown' (it may not have written it yet)."""
+        for _ in range(3):
+            text = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
+            if text.isdigit():
+                return text
+            time.sleep(0.05)
+        return "unknown"
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @property
+    def held(self):
+        return self.fd is not None
+
+
+# ------------------------------------------------------------------------------ files
+def write_atomic(path, data):
+    """Replace `path` by `data` (bytes or str) so that a kill at any moment leaves the old file
+    or the new one: write a temporary file beside it, fsync, rename over, fsync the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP}{os.getpid()}-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())        # the bytes are on disk before the name points at them
+        os.replace(tmp, path)           # atomic on POSIX: the old file or the new, never half
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and e.filename is None:   # ENOSPC: which file
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
+    _fsync_dir(folder)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:             # somebody else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder):
+    """Remove the temporary files in `folder` that are provably stale: ours, or those of a
+    process that no longer runs. Returns their paths. A live process's file is left alone."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        m = re.match(rf"{re.escape(TEMP)}(\d+)-", name)
+        if m and (int(m.group(1)) == os.getpid() or not _alive(int(m.group(1)))):
+            os.unlink(os.path.join(folder, name))
+            removed.append(os.path.join(folder, name))
+    return removed
+
+
+# ------------------------------------------------------------------------------ --overwrite
+def _run_files(folder):
+    return sorted(n for n in os.listdir(folder) if RUN_FILES.fullmatch(n))
+
+
+def _move_all(src, dst):
+    """Move every entry of src into dst, one rename each: repeatable after a kill."""
+    for name in sorted(os.listdir(src)):
+        os.replace(os.path.join(src, name), os.path.join(dst, name))
+
+
+def move_run_aside(folder):
+    """Move the run's files into <folder>/.previous/ (the old run, whole); returns that path.
+    They go through .previous.partial/ first, so .previous/ exists only once all are in."""
+    moving, previous = os.path.join(folder, MOVING), os.path.join(folder, PREVIOUS)
+    os.makedirs(moving, exist_ok=True)
+    for name in _run_files(folder):
+        os.replace(os.path.join(folder, name), os.path.join(moving, name))
+    os.replace(moving, previous)
+    _fsync_dir(folder)
+    return previous
+
+
+def commit(previous):
+    """The new run's first checkpoint is on disk: drop the old run (one rename decides it)."""
+    folder = os.path.dirname(previous)
+    discard = os.path.join(folder, DISCARD)
+    os.replace(previous, discard)
+    _fsync_dir(folder)
+    shutil.rmtree(discard)
+
+
+def restore(previous):
+    """The new run failed before its first checkpoint: delete its files, put the old back."""
+    folder = os.path.dirname(previous)
+    for name in _run_files(folder):         # only the new run's files are in the folder now
+        os.unlink(os.path.join(folder, name))
+    moving = os.path.join(folder, MOVING)
+    os.replace(previous, moving)            # from here on, recover() moves them back
+    _move_all(moving, folder)
+    os.rmdir(moving)
+    _fsync_dir(folder)
+
+
+def recover(folder):
+    """Finish whatever a killed --overwrite left half done; call it holding the lock.
+    Returns a sentence for the user, or None if there was nothing to do."""
+    if os.path.isdir(os.path.join(folder, DISCARD)):        # committed; the rest is cleanup
+        shutil.rmtree(os.path.join(folder, DISCARD))
+    if os.path.isdir(os.path.join(folder, PREVIOUS)):       # never committed: the old run wins
+        restore(os.path.join(folder, PREVIOUS))
+        return (f"{folder}: an --overwrite run ended before its first checkpoint; the run it "
+                "was replacing is back in place")
+    if os.path.isdir(os.path.join(folder, MOVING)):         # a move aside or back, cut short
+        _move_all(os.path.join(folder, MOVING), folder)
+        os.rmdir(os.path.join(folder, MOVING))
+        _fsync_dir(folder)
+        return f"{folder}: an interrupted --overwrite was undone; the earlier run is in place"
+    return None
