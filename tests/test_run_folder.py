@@ -197,3 +197,39 @@ def test_a_killed_overwrite_is_undone_when_the_folder_is_next_used(tmp_path):
     assert t.step == 10
     t.close()
     assert snapshot(tmp_path / "run") == before
+
+
+def test_sampling_reads_whole_checkpoints_while_a_run_writes_them(tmp_path):
+    out = tmp_path / "run"
+    cmd = minidiff_cmd(*cli_args({**TINY, "steps": 3000, "ckpt_every": 1}), "--quiet",
+                       "--out-dir", str(out))
+    writer = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        steps = []
+        deadline = time.time() + 60
+        while len(steps) < 25 and time.time() < deadline:
+            if (out / "checkpoint.npz").exists():
+                # every field is checked against the others (step, update counts, warm-up),
+                # so a checkpoint torn between two writes would be refused here
+                steps.append(Trainer.from_checkpoint(str(out)).step)
+        assert writer.poll() is None, "the run ended too soon; raise its steps"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(steps) == 25 and steps == sorted(steps) and steps[-1] > steps[0]
+
+
+def test_from_checkpoint_reads_the_file_once(tmp_path, monkeypatch):
+    """One read: config and weights come from the same file, even if it is replaced between
+    two reads (the test above shows each read is whole)."""
+    Trainer(tiny(tmp_path, steps=2, ckpt_every=2), quiet=True).run(final_samples=False)
+    import minidiff.train as train
+    reads = []
+
+    def counted(path):
+        reads.append(path)
+        return load_checkpoint(path)
+    monkeypatch.setattr(train, "load_checkpoint", counted)
+    assert Trainer.from_checkpoint(str(tmp_path / "run")).step == 2
+    assert len(reads) == 1
