@@ -11,7 +11,8 @@ setup(
     python_requires=">=3.10",
     # threadpoolctl caps BLAS threads at run time (the 2-D MLP runs 2-5x faster on one thread);
     # nothing hand-written can do that once NumPy is loaded.
-    install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3"],
+    # matplotlib draws the loss curves and scatter plots (Pillow keeps the grids and GIFs)
+    install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3", "matplotlib>=3.5"],
     extras_require={
         "cuda": ["cupy-cuda12x"],
         # NVRTC 12 (what cupy-cuda12x uses) and 13 compile the kernels in the compile check;
