@@ -8,13 +8,15 @@ Each picture is resized so its shorter side is --image-size and centre-cropped; 
 files are skipped with one warning. Training follows Ho et al. 2020 (Appendix B): Adam at
 2e-4 warmed up over 5000 steps, gradients clipped at 1, random horizontal flips, dropout 0.1
 and an EMA of the weights, from which the sample grids (every --sample-every steps) are drawn.
-The same run from the command line:
+A bad --folder (missing, not a folder, no pictures, none readable), or another bad flag, is
+one line on stderr and exit status 1. The same run from the command line:
 
     minidiff train --data folder --data-path ~/photos --image-size 32 --channels 3 \
         --model small --flip --dropout 0.1 --optimizer adam --lr 2e-4 --warmup 5000 \
         --ema-decay 0.9999 --device cuda --out-dir runs/photos
 """
 import argparse
+import os
 
 from minidiff import backend
 from minidiff.cli import limit_blas_threads
@@ -34,6 +36,9 @@ def main():
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args()
+    if not os.path.isdir(args.folder):                     # before CUDA wakes up
+        problem = "not a folder" if os.path.exists(args.folder) else "no such folder"
+        raise SystemExit(f"{p.prog}: --folder '{args.folder}': {problem}")
     backend.set_device(args.device)                        # CuPy and the CUDA kernels
     if args.device == "cpu":
         limit_blas_threads(1)
@@ -44,7 +49,13 @@ def main():
                       ema_decay=0.9999, steps=args.steps, batch_size=args.batch_size,
                       ckpt_every=1000, sample_every=args.sample_every, n_samples=64,
                       out_dir=args.out_dir)
-    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        trainer = Trainer(cfg, resume=args.resume)         # reads every picture now
+    except (ValueError, FileExistsError) as e:
+        message = str(e)                                   # one line, naming the field
+        if message.startswith("ImageFolder: "):            # the field is --folder
+            message = f"--folder '{args.folder}': {message.removeprefix('ImageFolder: ')}"
+        raise SystemExit(f"{p.prog}: {message}")
     print(f"{len(trainer.data)} pictures of {trainer.shape}; {args.model} U-Net with "
           f"{trainer.model.num_parameters():,} parameters on {args.device}")
     try:

@@ -1,9 +1,13 @@
-"""What every data module shares: the generator to draw from, argument checks, and the
-uint8 <-> [-1, 1] conversions at the edges (Ho et al. 2020, Sec. 3.3)."""
+"""What every data module shares: the generator to draw from, argument checks, opening image
+files safely, and the uint8 <-> [-1, 1] conversions at the edges (Ho et al. 2020, Sec. 3.3)."""
+import contextlib
+import warnings
+
 import numpy as np
 from PIL import Image
 
 from .. import backend
+
 
 def _generator(rng):
     """The generator to draw from: the one passed in, or the library's seeded one."""
@@ -70,3 +74,26 @@ def _on_white(img):
     img = img.convert("RGBA")
     white = Image.new("RGBA", img.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, img).convert("RGB")
+
+
+# What Pillow raises for a bad image file: not an image, truncated, a corrupt header, or a
+# header over Image.MAX_IMAGE_PIXELS (the bomb guard, which _open_image makes one error).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+                  Image.DecompressionBombWarning)
+
+
+@contextlib.contextmanager
+def _open_image(path):
+    """Image.open(path) for a `with` block, refusing more than Image.MAX_IMAGE_PIXELS pixels.
+
+    Pillow's decompression-bomb guard counts the pixels a header claims. Above twice
+    MAX_IMAGE_PIXELS (89,478,485 by default) it raises DecompressionBombError; between once and
+    twice it only warns (DecompressionBombWarning) and decodes anyway: up to 179 million pixels,
+    0.7 GB as RGB, from a PNG of a few hundred KB. Inside this block that warning is an error
+    too (some formats check again while loading): one limit, and no warning leaks out as noise.
+    Set Image.MAX_IMAGE_PIXELS higher, or to None, to accept bigger pictures.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            yield img

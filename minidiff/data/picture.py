@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._common import _check_int, _generator, _on_white, _uniform
+from ._common import _DECODE_ERRORS, _check_int, _generator, _on_white, _open_image, _uniform
 
 
 def default_picture_path():
@@ -23,10 +23,10 @@ def _open_picture(path_or_image, fn):
     if not path.is_file():
         raise FileNotFoundError(f"{fn}: no picture at '{path}'")
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:           # refuses more than Image.MAX_IMAGE_PIXELS
             img.load()
             return img.copy()
-    except (OSError, ValueError, SyntaxError) as e:
+    except _DECODE_ERRORS as e:
         raise ValueError(f"{fn}: could not read the picture '{path}': {e}") from e
 
 
@@ -37,6 +37,9 @@ def points_from_picture(path_or_image, n, threshold=128, rng=None):
     dark pixels uniformly with replacement and a uniform position inside each, so the points are
     uniform on the dark area. The y axis points up. The box around the dark pixels is centred
     on 0 and its longer side scaled to [-1, 1]; the aspect ratio is kept.
+
+    A file that cannot be read, or whose header claims more than PIL.Image.MAX_IMAGE_PIXELS
+    pixels (Pillow's decompression-bomb limit), is a ValueError naming the file.
     """
     fn = "points_from_picture"
     n = _check_int(fn, "n", n, 1)
