@@ -1,14 +1,23 @@
 """conv2d, avg_pool2d and upsample_nearest2d against naive Python loops (forward) and float64
-central finite differences (backward)."""
+central finite differences (backward).
+
+Each conv2d test runs twice: on conv2d (the fast path of conv_fast.py) and on conv2d_reference.
+tests/test_conv_fast.py holds the two equal to each other, and names the fast path's branches.
+"""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from minidiff import Tensor
-from minidiff.functional.conv import avg_pool2d, conv2d, free_workspace, upsample_nearest2d
+from minidiff.functional.conv import avg_pool2d, conv2d, conv2d_reference, upsample_nearest2d
 from tests.gradcheck import grad_check
 from tests.naive import naive_conv2d
+from tests.test_conv_fast import PATHS
+
+# Both implementations of one op: every conv2d test below runs on each.
+each_conv = pytest.mark.parametrize("conv", [conv2d, conv2d_reference],
+                                    ids=["conv2d", "conv2d_reference"])
 
 
 # ------------------------------------------------------------------ naive references
@@ -51,60 +60,45 @@ def conv_cases(draw):
     return x, w, b, (sh, sw), (ph, pw)
 
 
-# The code paths of conv2d, each named once so that none can go untested.
-PATHS = {
-    "3x3, Cout < C: shift-add, dW from dY, dX as a full conv": ((2, 4, 7, 6), (3, 4, 3, 3), 1, 1),
-    "3x3, Cout == C: im2col, dX as a full conv": ((1, 3, 5, 6), (3, 3, 3, 3), 1, 1),
-    "3x3, Cout > C: im2col, dX by col2im": ((2, 3, 6, 7), (4, 3, 3, 3), 1, 1),
-    "1x1 pointwise: a matmul per image": ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0),
-    "1x1 padded, p > k-1: dX by col2im": ((1, 2, 3, 4), (3, 2, 1, 1), 1, 1),
-    "3x3 stride 2, Cout > C: col2im": ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1),
-    "3x3 stride 2, Cout < C: shift-add, dW from dY, col2im": ((1, 4, 8, 7), (2, 4, 3, 3), 2, 1),
-    "non-square kernel, stride (1, 2)": ((1, 2, 6, 7), (3, 2, 3, 2), (1, 2), (1, 0)),
-    "non-square kernel, stride (2, 1)": ((2, 2, 7, 5), (2, 2, 2, 3), (2, 1), (0, 1)),
-    "non-square kernel, Cout < C, stride (1, 3)": ((1, 3, 5, 9), (2, 3, 2, 3), (1, 3), (1, 1)),
-    "valid 2x2, even sizes": ((1, 3, 4, 4), (2, 3, 2, 2), 1, 0),
-    "kernel as big as the padded input": ((1, 2, 3, 2), (2, 2, 5, 4), 1, 1),
-    "padding wider than the image": ((2, 2, 1, 2), (3, 2, 3, 3), 1, 2),
-    "padding wider than the kernel": ((2, 3, 2, 3), (2, 3, 1, 2), (2, 1), (2, 3)),
-}
-
-
 def _pair(v):
     return (v, v) if isinstance(v, int) else v
 
 
 # ------------------------------------------------------------------ conv2d
+@each_conv
 @pytest.mark.parametrize("name", list(PATHS))
-def test_conv2d_paths_match_naive_loop_and_finite_differences(name):
+def test_conv2d_paths_match_naive_loop_and_finite_differences(conv, name):
     xs, ws, stride, padding = PATHS[name]
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
-    out = conv2d(Tensor(x), Tensor(w), Tensor(b), stride, padding)
+    out = conv(Tensor(x), Tensor(w), Tensor(b), stride, padding)
     expected = naive_conv2d(x, w, b, _pair(stride), _pair(padding))
     np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12)
-    grad_check(lambda a, c, d: conv2d(a, c, d, stride, padding), x, w, b)
+    grad_check(lambda a, c, d: conv(a, c, d, stride, padding), x, w, b)
 
 
+@each_conv
 @given(conv_cases())
-def test_conv2d_forward_matches_naive_loop(case):
+def test_conv2d_forward_matches_naive_loop(conv, case):
     x, w, b, stride, padding = case
-    out = conv2d(Tensor(x), Tensor(w), None if b is None else Tensor(b), stride, padding)
+    out = conv(Tensor(x), Tensor(w), None if b is None else Tensor(b), stride, padding)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out.data, naive_conv2d(x, w, b, stride, padding),
                                rtol=1e-12, atol=1e-12)
 
 
+@each_conv
 @given(conv_cases())
-def test_conv2d_backward_matches_finite_differences(case):
+def test_conv2d_backward_matches_finite_differences(conv, case):
     x, w, b, stride, padding = case
     if b is None:
-        grad_check(lambda a, c: conv2d(a, c, None, stride, padding), x, w)
+        grad_check(lambda a, c: conv(a, c, None, stride, padding), x, w)
     else:
-        grad_check(lambda a, c, d: conv2d(a, c, d, stride, padding), x, w, b)
+        grad_check(lambda a, c, d: conv(a, c, d, stride, padding), x, w, b)
 
 
-def test_conv2d_float32_unet_shape_matches_float64_reference():
+@each_conv
+def test_conv2d_float32_unet_shape_matches_float64_reference(conv):
     """A U-Net-like layer in float32: same answer as the float64 loop to float32 precision,
     and float32 all the way through (output and gradients)."""
     rng = np.random.default_rng(3)
@@ -112,7 +106,7 @@ def test_conv2d_float32_unet_shape_matches_float64_reference():
     w = (rng.standard_normal((8, 16, 3, 3)) * 0.1).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
     tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, w, b))
-    out = conv2d(tx, tw, tb, 1, 1)
+    out = conv(tx, tw, tb, 1, 1)
     assert out.dtype == np.float32
     ref = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                        (1, 1), (1, 1))
@@ -128,11 +122,12 @@ def test_conv2d_float32_unet_shape_matches_float64_reference():
                                atol=1e-3)
 
 
-def test_conv2d_without_bias_and_without_input_grad():
+@each_conv
+def test_conv2d_without_bias_and_without_input_grad(conv):
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((1, 2, 5, 5)))
     w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-    out = conv2d(x, w, stride=2, padding=1)
+    out = conv(x, w, stride=2, padding=1)
     out.sum().backward()
     assert x.grad is None and w.grad is not None
     # d(sum out)/dW[o, c, i, j]: the sum of input pixels that kernel tap ever touches.
@@ -142,6 +137,7 @@ def test_conv2d_without_bias_and_without_input_grad():
     np.testing.assert_allclose(w.grad, np.broadcast_to(expected, (3, 2, 3, 3)), rtol=1e-12)
 
 
+@each_conv
 @pytest.mark.parametrize("xs, ws, bs, kwargs, match", [
     ((2, 3, 5), (4, 3, 3, 3), None, {}, r"conv2d: input must be 4-d.*\(2, 3, 5\)"),
     ((1, 3, 5, 5), (4, 3, 3), None, {}, r"conv2d: weight must be 4-d.*\(4, 3, 3\)"),
@@ -157,28 +153,18 @@ def test_conv2d_without_bias_and_without_input_grad():
     ((1, 3, 5, 5), (4, 3, 3, 3), None, {"padding": -1}, r"conv2d: padding must be .*got -1"),
     ((1, 3, 5, 5), (4, 3, 3, 3), None, {"padding": 1.5}, r"conv2d: padding.*1\.5"),
 ])
-def test_conv2d_bad_input_raises(xs, ws, bs, kwargs, match):
+def test_conv2d_bad_input_raises(conv, xs, ws, bs, kwargs, match):
     b = None if bs is None else Tensor(np.zeros(bs))
     with pytest.raises(ValueError, match=match):
-        conv2d(Tensor(np.zeros(xs)), Tensor(np.zeros(ws)), b, **kwargs)
+        conv(Tensor(np.zeros(xs)), Tensor(np.zeros(ws)), b, **kwargs)
 
 
-def test_conv2d_float32_and_float64_calls_interleave_and_workspace_can_be_freed():
-    rng = np.random.default_rng(2)
-    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
-    expected = naive_conv2d(x, w, None, (1, 1), (1, 1))
-    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-4), (np.float64, 1e-12)):
-        out = conv2d(Tensor(x.astype(dtype)), Tensor(w.astype(dtype)), padding=1)
-        assert out.dtype == dtype
-        np.testing.assert_allclose(out.data, expected, rtol=tol, atol=tol)
-        free_workspace()
-
-
-def test_conv2d_dtype_mismatch_raises():
+@each_conv
+def test_conv2d_dtype_mismatch_raises(conv):
     x = Tensor(np.zeros((1, 2, 4, 4), dtype=np.float32))
     w = Tensor(np.zeros((3, 2, 3, 3), dtype=np.float64))
     with pytest.raises(ValueError, match=r"conv2d: dtype mismatch.*float32.*float64"):
-        conv2d(x, w)
+        conv(x, w)
 
 
 # ------------------------------------------------------------------ avg_pool2d
@@ -248,19 +234,3 @@ def test_upsample_backward_sums_each_block():
 def test_upsample_bad_input_raises(shape, scale, match):
     with pytest.raises(ValueError, match=match):
         upsample_nearest2d(Tensor(np.zeros(shape)), scale)
-
-
-@pytest.mark.parametrize("name", list(PATHS))
-def test_conv2d_results_do_not_alias_the_workspace(name):
-    """conv2d reuses scratch buffers; outputs and gradients must be arrays of their own."""
-    xs, ws, stride, padding = PATHS[name]
-    rng = np.random.default_rng(1)
-    x, w = (Tensor(rng.standard_normal(s), requires_grad=True) for s in (xs, ws))
-    out = conv2d(x, w, None, stride, padding)
-    out.backward(np.ones(out.shape))
-    kept = [a.copy() for a in (out.data, x.grad, w.grad)]
-    for other in PATHS.values():                                       # every path again
-        a, c = (Tensor(rng.standard_normal(s), requires_grad=True) for s in other[:2])
-        conv2d(a, c, None, *other[2:]).sum().backward()
-    for before, after in zip(kept, (out.data, x.grad, w.grad)):
-        np.testing.assert_array_equal(before, after)

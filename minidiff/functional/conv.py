@@ -1,267 +1,68 @@
 """2-D convolution, average pooling and nearest upsampling on NCHW images.
 
-conv2d is im2col + one GEMM on BLAS, forward and backward:
-
-    cols[(c, i, j), (b, y, x)] = x_padded[b, c, y*sh + i, x*sw + j]    (C*kh*kw, N)
-    Y = W_mat @ cols          dW_mat = G @ colsᵀ          dcols = W_matᵀ @ G
-
-where W_mat is the weight (Cout, C, kh, kw) seen as (Cout, C*kh*kw) and G is dY laid out
-like Y, (Cout, N). Four choices make it fast on a CPU:
-
-1. Channels first. Images are kept as (C, B, rows, row pitch), flattened to (C, L). Moving
-   NCHW there copies whole rows, and the GEMMs need no transposed copies. One zero gap
-   pads both sides: a row is [pw zeros, W pixels], an image [ph zero rows, H rows].
-2. Long runs. With horizontal stride 1, each output row is computed at every stored column,
-   not only the Wo valid ones. Then each (c, i, j, b) piece of `cols` is Ho*Wr consecutive
-   numbers of the flat input: im2col is a few long memcpys. The junk columns (pw of them
-   for a "same" conv) cost a few percent more GEMM work and are dropped at the end.
-3. Copy the smaller side. im2col copies kh*kw*C numbers per pixel. When Cout < C, the
-   forward pass multiplies first and then adds the kh*kw shifted products (_shift_add),
-   moving kh*kw*Cout. For dX, with stride 1 and Cout <= C, we convolve dY with the flipped
-   kernel (moving kh*kw*Cout), else scatter-add dcols back (col2im, moving kh*kw*C). For
-   dW, when Cout < C, the im2col is of dY rather than of the input (_conv_weight_grad).
-   A 1x1 convolution needs no im2col and no layout change: see _pointwise_conv2d.
-4. No fresh big arrays. Temporaries live in reused workspace buffers (see _scratch).
-
-Python loops run over the kh*kw kernel offsets only, never over pixels or batch elements.
-
-On the GPU (device "cuda") a kh x kw convolution runs as the implicit-GEMM kernels of
-kernels/conv2d.cu instead, forward and backward (_conv2d_kernels); a 1x1 one stays a matmul,
-on cuBLAS.
+conv2d_reference is convolution as its definition reads: cut the zero-padded input into
+kh x kw windows, one per output pixel, and take the dot product of each window with each
+kernel. Its backward is the same contraction read the other way round. conv2d, the one the
+layers call, returns the same numbers faster through conv_fast.py: im2col GEMMs on the CPU,
+the kernels of kernels/conv2d.cu on a GPU. tests/test_conv_fast.py holds the two equal.
 """
-import math
 import numbers
-from dataclasses import dataclass
-from functools import cached_property
 
-from .. import backend, cuda
+from .. import backend
 from ..tensor import Tensor
+from . import conv_fast
 from ._util import as_tensor, check_ndim, same_dtype
 
-
-def _int_pair(v, op, name, minimum):
-    """An int or a pair of ints, each >= minimum, as the tuple (vertical, horizontal)."""
-    pair = (v, v) if isinstance(v, numbers.Integral) else v
-    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2
-          and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in pair))
-    if not ok or min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair of them, "
-                         f"got {v!r}")
-    return int(pair[0]), int(pair[1])
-
-
-# ------------------------------------------------------------------ workspace
-# A temporary of tens of MB costs the OS more to hand out than to fill: the allocator gives
-# big freed blocks back, and every new page then faults and is zeroed (measured: 2.7 ms of
-# a 3.4 ms 1x1 conv). So each kind of temporary has one buffer, grown when needed and
-# reused by every call. The slots below are never alive twice at once: a conv2d call is
-# over, or its backward has finished with a slot, before the slot is filled again.
-#   "padded"  the padded channels-first input X (or dY, or the dX accumulator of col2im)
-#   "cols"    im2col's matrix, shift-add's products Z, col2im's dcols, or a 1x1 dW per image
-#   "output"  the GEMM result Y before it goes back to NCHW
-#   "grad"    G, the output gradient laid out like Y
-#   "grad_grid"  the output gradient on the grid of X (see _conv_weight_grad)
-_workspace = {}
-
-
-def _scratch(slot, shape, dtype):
-    """An uninitialised array of `shape` in the workspace buffer `slot`."""
-    xp = backend.xp()
-    key = (slot, xp.__name__, xp.dtype(dtype).str)
-    n = math.prod(shape)
-    buf = _workspace.get(key)
-    if buf is None or buf.size < n:
-        buf = _workspace[key] = xp.empty(n, dtype=dtype)
-    return buf[:n].reshape(shape)
-
-
-def free_workspace():
-    """Release conv2d's reused buffers (they are rebuilt on the next call)."""
-    _workspace.clear()
-
-
-# ------------------------------------------------------------------ geometry
-@dataclass(frozen=True)
-class _Geometry:
-    """Every size of one convolution, each computed once from the input and kernel shapes."""
-    B: int
-    C: int
-    H: int
-    W: int
-    kh: int
-    kw: int
-    sh: int
-    sw: int
-    ph: int
-    pw: int
-
-    @cached_property
-    def Hp(self):                       # padded input height
-        return self.H + 2 * self.ph
-
-    @cached_property
-    def Wp(self):                       # padded input width
-        return self.W + 2 * self.pw
-
-    @cached_property
-    def Ho(self):                       # output height
-        return (self.Hp - self.kh) // self.sh + 1
-
-    @cached_property
-    def Wo(self):                       # output width
-        return (self.Wp - self.kw) // self.sw + 1
-
-    @cached_property
-    def Hr(self):                       # rows per image in the flat layout: [ph zero rows,
-        return self.H + self.ph         # H pixel rows]; the next image's zeros pad below
-
-    @cached_property
-    def Wr(self):                       # row pitch of the flat layout: [pw zeros, W pixels]
-        if self.sw == 1:                # one output column per stored column (Wc = Wr)
-            return max(self.W + self.pw, self.Wo)
-        return self.W + self.pw
-
-    @cached_property
-    def Wc(self):                       # columns per output row in `cols`
-        return self.Wr if self.sw == 1 else self.Wo
-
-    @cached_property
-    def L(self):                        # flat length of one channel: up to the last number
-        last_row = (self.Ho - 1) * self.sh + self.kh - 1                # any window reads
-        last_col = (self.Wc - 1) * self.sw + self.kw - 1
-        last = ((self.B - 1) * self.Hr + last_row) * self.Wr + last_col
-        return max(self.B * self.Hr * self.Wr, last + 1)
-
-    @cached_property
-    def N(self):                        # columns of `cols`: one per (b, y, x < Wc)
-        return self.B * self.Ho * self.Wc
-
-    @cached_property
-    def is_pointwise(self):             # 1x1, stride 1, no padding: a batched matmul
-        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
-
-
-# ------------------------------------------------------------------ layout helpers
-def _pad_channels_first(x, g):
-    """(B, C, H, W) -> X (C, L): zero-padded images, channels first, flat (slot "padded").
-
-    Each image is stored as [ph zero rows, H rows], each row as [pw zeros, W pixels]. A
-    window running off the right end of a row reads the zeros that start the next row, and
-    one running off the bottom of an image reads the zero rows of the next image: one gap
-    pads both sides, so fewer junk pixels enter the GEMMs."""
-    X = _scratch("padded", (g.C, g.L), x.dtype)
-    rows = X[:, :g.B * g.Hr * g.Wr].reshape(g.C, g.B, g.Hr, g.Wr)
-    X[:, g.B * g.Hr * g.Wr:] = 0                                       # the tail
-    rows[:, :, :g.ph] = 0                                              # the padding
-    rows[:, :, :, :g.pw] = 0
-    rows[:, :, :, g.pw + g.W:] = 0
-    rows[:, :, g.ph:, g.pw:g.pw + g.W] = x.transpose(1, 0, 2, 3)
-    return X
-
-
-def _windows(X, g):
-    """A strided view of X (C, L): windows[c, i, j, b, y, x] is the pixel that kernel tap
-    (i, j) sees for output (b, y, x), X_padded[c, b, y*sh + i, x*sw + j]. No copy."""
-    e = X.itemsize
-    return backend.xp().lib.stride_tricks.as_strided(
-        X, shape=(X.shape[0], g.kh, g.kw, g.B, g.Ho, g.Wc),
-        strides=(X.strides[0], g.Wr * e, e, g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
-
-
-def _im2col(X, g):
-    """cols[(c, i, j), (b, y, x)] = X_padded[c, b, y*sh + i, x*sw + j]: (C*kh*kw, N)."""
-    windows = _windows(X, g)
-    cols = _scratch("cols", windows.shape, X.dtype)
-    cols[...] = windows                                                # the one copy
-    return cols.reshape(g.C * g.kh * g.kw, g.N)
-
-
-def _col2im(dcols, g):
-    """The adjoint of _im2col: add every column back onto the pixel it was read from.
-    dcols (C*kh*kw, N), whose junk columns (x >= Wo) are zero -> dX (B, C, H, W)."""
-    dX = _scratch("padded", (g.C, g.L), dcols.dtype)
-    dX[...] = 0
-    windows = _windows(dX, g)                                          # writable view
-    dcols = dcols.reshape(windows.shape)
-    for i in range(g.kh):                                              # taps overlap, so
-        for j in range(g.kw):                                          # one tap at a time
-            windows[:, i, j] += dcols[:, i, j]
-    dX = dX[:, :g.B * g.Hr * g.Wr].reshape(g.C, g.B, g.Hr, g.Wr)
-    dX = dX[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W].transpose(1, 0, 2, 3)
-    return dX.copy()                                # (B, C, H, W), a new array, never a view
-
-
-def _to_nchw(Y, g, bias=None):
-    """GEMM output (Cout, N) -> a new (B, Cout, Ho, Wo), without junk columns, plus bias."""
-    Cout = Y.shape[0]
-    if bias is not None:
-        Y += bias.reshape(Cout, 1)                 # on long contiguous rows: 2x faster here
-    Y = Y.reshape(Cout, g.B, g.Ho, g.Wc)[..., :g.Wo].transpose(1, 0, 2, 3)
-    return Y.copy()                                                    # (B, Cout, Ho, Wo)
-
-
-def _from_nchw(dY, g):
-    """dY (B, Cout, Ho, Wo) -> G (Cout, N) laid out like Y, junk columns 0 (slot "grad")."""
-    Cout = dY.shape[1]
-    G = _scratch("grad", (Cout, g.B, g.Ho, g.Wc), dY.dtype)
-    G[..., g.Wo:] = 0
-    G[..., :g.Wo] = dY.transpose(1, 0, 2, 3)
-    return G.reshape(Cout, g.N)
-
-
-# ------------------------------------------------------------------ the two forward GEMMs
-def _gemm_im2col(X, w, g):
-    """Y = W_mat @ cols: (Cout, C*kh*kw) @ (C*kh*kw, N) -> (Cout, N) in slot "output"."""
-    xp = backend.xp()
-    w_mat = w.reshape(w.shape[0], -1)
-    cols = _im2col(X, g)
-    Y = _scratch("output", (w.shape[0], cols.shape[1]), X.dtype)
-    return xp.matmul(w_mat, cols, out=Y)
-
-
-def _shift_add(X, w, g):
-    """Y = Σ_{i,j} W[:, :, i, j] @ (X shifted by tap (i, j)), with the GEMM first.
-
-    Z[(i, j, o), m] = Σ_c W[o, c, i, j] X[c, m] at every padded pixel m; then Y[o, (b, y, x)]
-    adds Z[(i, j, o), pixel (b, y*sh + i, x*sw + j)] over the taps. This moves kh*kw*Cout
-    numbers per pixel instead of im2col's kh*kw*C: the cheaper way when Cout < C.
-    """
-    xp = backend.xp()
-    Cout, L, e = w.shape[0], g.L, X.itemsize
-    w_taps = xp.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(-1, g.C)  # (kh*kw*Cout, C)
-    Z = _scratch("cols", (w_taps.shape[0], L), X.dtype)
-    xp.matmul(w_taps, X, out=Z)                                        # (kh*kw*Cout, L)
-    taps = xp.lib.stride_tricks.as_strided(                            # (kh, kw, Cout, B, Ho, Wc)
-        Z, shape=(g.kh, g.kw, Cout, g.B, g.Ho, g.Wc),
-        strides=((g.kw * Cout * L + g.Wr) * e, (Cout * L + 1) * e, L * e,
-                 g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
-    Y = _scratch("output", (Cout, g.B, g.Ho, g.Wc), X.dtype)
-    Y[...] = taps[0, 0]
-    for i in range(g.kh):                                              # kernel offsets only
-        for j in range(g.kw):
-            if (i, j) != (0, 0):
-                Y += taps[i, j]
-    return Y.reshape(Cout, g.N)
-
-
-def _conv_forward(x, w, g, bias=None):
-    """The raw forward on arrays: (B, C, H, W) * (Cout, C, kh, kw) -> new (B, Cout, Ho, Wo)."""
-    X = _pad_channels_first(x, g)                                      # (C, L)
-    if w.shape[0] < g.C:
-        Y = _shift_add(X, w, g)                                        # (Cout, N)
-    else:
-        Y = _gemm_im2col(X, w, g)                                      # (Cout, N)
-    return _to_nchw(Y, g, bias)
+free_workspace = conv_fast.free_workspace          # releases the fast path's reused buffers
 
 
 # ------------------------------------------------------------------ conv2d
+def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
+    """conv2d's arguments and result, as the definition reads, forward and backward:
+
+        y[b, o, r, s] = bias[o] + Σ_{c,i,j} weight[o, c, i, j] x_pad[b, c, r*sh + i, s*sw + j]
+    """
+    x, weight, bias, (sh, sw), (ph, pw) = _conv2d_args(x, weight, bias, stride, padding)
+    xp, (kh, kw) = backend.xp(), weight.shape[2:]
+    x_pad = xp.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw)))       # (B, C, Hp, Wp)
+    windows = xp.lib.stride_tricks.sliding_window_view(x_pad, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw]                                # (B, C, Ho, Wo, kh, kw)
+    Ho, Wo = windows.shape[2:4]             # (Hp - kh) // sh + 1: Dumoulin & Visin 2016, Rel. 6
+    y = xp.einsum("bcrsij,ocij->bors", windows, weight.data)           # (B, Cout, Ho, Wo)
+    if bias is not None:
+        y += bias.data.reshape(1, -1, 1, 1)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    out = Tensor.make(y, parents, "conv2d")
+
+    def _backward():
+        dy = out.grad                                                  # (B, Cout, Ho, Wo)
+        if bias is not None and bias.requires_grad:
+            bias.accum_grad(dy.sum(axis=(0, 2, 3)))                    # db[o] = Σ_{b,r,s} dy
+        if weight.requires_grad:                                       # dW = Σ_{b,r,s} window dy
+            weight.accum_grad(xp.einsum("bcrsij,bors->ocij", windows, dy))  # (Cout, C, kh, kw)
+        if x.requires_grad:
+            d_windows = xp.einsum("ocij,bors->bcrsij", weight.data, dy)  # (B, C, Ho, Wo, kh, kw)
+            dx_pad = xp.zeros_like(x_pad)                              # (B, C, Hp, Wp)
+            for i in range(kh):                     # windows overlap, so add each tap back to
+                for j in range(kw):                 # the pixels it was read from, in turn
+                    dx_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += d_windows[..., i, j]
+            x.accum_grad(dx_pad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])  # (B, C, H, W)
+    return out.set_backward(_backward)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D cross-correlation, as torch.nn.functional.conv2d.
+    """2-D cross-correlation, as torch.nn.functional.conv2d: conv2d_reference, made fast.
 
     x: (B, Cin, H, W); weight: (Cout, Cin, kh, kw); bias: (Cout,) or None.
     stride, padding: an int or a (vertical, horizontal) pair; zero padding.
     Returns (B, Cout, Ho, Wo) with Ho = (H + 2*ph - kh) // sh + 1, likewise Wo.
     """
+    return conv_fast.conv2d(*_conv2d_args(x, weight, bias, stride, padding))
+
+
+def _conv2d_args(x, weight, bias, stride, padding):
+    """conv2d's arguments checked: Tensors x, weight, bias (or None), and the pairs
+    (sh, sw), (ph, pw). Every failure is a ValueError that names the argument."""
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     check_ndim(x, 4, "conv2d", "input", "(B, C, H, W)")
@@ -282,129 +83,18 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if bias is not None and bias.shape != (Cout,):
         raise ValueError(f"conv2d: bias has shape {bias.shape}, need ({Cout},) for weight "
                          f"{weight.shape}")
-    g = _Geometry(B, C, H, W, kh, kw, sh, sw, ph, pw)
-    if g.is_pointwise:
-        return _pointwise_conv2d(x, weight, bias)                     # on a GPU too: cuBLAS
-    if cuda.use_kernels(x.data, weight.data):
-        return _conv2d_kernels(x, weight, bias, (sh, sw), (ph, pw))
-
-    out_data = _conv_forward(x.data, weight.data, g, None if bias is None else bias.data)
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(out_data, parents, "conv2d")
-
-    def _backward():
-        dY = out.grad                                                  # (B, Cout, Ho, Wo)
-        G = _from_nchw(dY, g)                                          # (Cout, N)
-        if bias is not None and bias.requires_grad:
-            bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
-        if weight.requires_grad:
-            weight.accum_grad(_conv_weight_grad(x.data, dY, G, weight.data, g))
-        if x.requires_grad:
-            x.accum_grad(_conv_input_grad(dY, G, weight.data, g))      # (B, C, H, W)
-    return out.set_backward(_backward)
+    return x, weight, bias, (sh, sw), (ph, pw)
 
 
-def _pointwise_conv2d(x, weight, bias):
-    """A 1x1 convolution (stride 1, no padding) mixes channels only: for every image b,
-    Y_b = W_mat @ X_b, with X_b = x[b] seen as (C, H*W). NCHW already holds each X_b as a
-    matrix, so the GEMMs run on it directly, one per image, with no layout change at all."""
-    xp = backend.xp()
-    B, C, H, W = x.shape
-    Cout = weight.shape[0]
-    w_mat = weight.data.reshape(Cout, C)
-    x_b = x.data.reshape(B, C, H * W)
-    y = xp.matmul(w_mat, x_b)                                          # (B, Cout, H*W)
-    if bias is not None:
-        y += bias.data.reshape(Cout, 1)
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(y.reshape(B, Cout, H, W), parents, "conv2d")
-
-    def _backward():
-        dy_b = out.grad.reshape(B, Cout, H * W)
-        if bias is not None and bias.requires_grad:
-            bias.accum_grad(dy_b.sum(axis=(0, 2)))                     # db = Σ_{b,y,x} dY
-        if weight.requires_grad:
-            dW_b = _scratch("cols", (B, Cout, C), x.dtype)
-            xp.matmul(dy_b, x_b.transpose(0, 2, 1), out=dW_b)          # dW_b = dY_b X_bᵀ
-            weight.accum_grad(dW_b.sum(axis=0).reshape(weight.shape))  # dW = Σ_b dW_b
-        if x.requires_grad:
-            x.accum_grad(xp.matmul(w_mat.T, dy_b).reshape(x.shape))    # dX_b = W_matᵀ dY_b
-    return out.set_backward(_backward)
-
-
-def _conv2d_kernels(x, weight, bias, stride, padding):
-    """conv2d on the GPU: the implicit-GEMM kernels of conv2d.cu, forward and backward.
-
-    They gather the im2col matrix tile by tile in shared memory instead of building it:
-    y = conv(x, w) + b, dX = the adjoint of conv in x (backward-data), dW = the adjoint in w
-    (backward-weight). Only the bias gradient, one sum, is an xp op.
-    """
-    b = None if bias is None else bias.data
-    y = cuda.conv2d_forward(x.data, weight.data, b, stride, padding)   # (B, Cout, Ho, Wo)
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(y, parents, "conv2d")
-
-    def _backward():
-        dY = out.grad                                                  # (B, Cout, Ho, Wo)
-        if bias is not None and bias.requires_grad:
-            bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
-        if weight.requires_grad:
-            weight.accum_grad(cuda.conv2d_backward_weight(dY, x.data, weight.shape, stride,
-                                                          padding))
-        if x.requires_grad:
-            x.accum_grad(cuda.conv2d_backward_data(dY, weight.data, x.shape, stride, padding))
-    return out.set_backward(_backward)
-
-
-def _conv_weight_grad(x, dY, G, w, g):
-    """dW[o, c, i, j] = Σ_{b,y,x} dY[o, b, y, x] X_padded[c, b, y*sh + i, x*sw + j].
-
-    Input side: dW_mat = G @ colsᵀ, whose im2col moves C*kh*kw numbers per pixel.
-    Output side, when Cout < C: put dY on the grid of X, at the pixel where each window
-    starts (Ĝ, zeros elsewhere); then dW[o, c, i, j] = Σ_m X[c, m + i*Wr + j] Ĝ[o, m], and
-    the im2col of Ĝ moves Cout*kh*kw numbers per pixel.
-    """
-    xp = backend.xp()
-    Cout, C, kh, kw = w.shape
-    X = _pad_channels_first(x, g)                                      # (C, L)
-    if Cout >= C:
-        return (_im2col(X, g) @ G.T).T.reshape(w.shape)                # (C*kh*kw, Cout)ᵀ
-    # Ĝ with `front` zeros before it, so that the window of tap (i, j) can start at
-    # -(i*Wr + j): read it with the taps flipped, i' = kh-1-i, j' = kw-1-j, as a view.
-    e, front = x.itemsize, (kh - 1) * g.Wr + kw - 1
-    G_grid = _scratch("grad_grid", (Cout, front + g.L), x.dtype)
-    G_grid[...] = 0
-    starts = xp.lib.stride_tricks.as_strided(                          # (Cout, B, Ho, Wo)
-        G_grid[:, front:], shape=(Cout, g.B, g.Ho, g.Wo),
-        strides=(G_grid.strides[0], g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
-    starts[...] = dY.transpose(1, 0, 2, 3)
-    windows = xp.lib.stride_tricks.as_strided(                         # (Cout, kh', kw', L)
-        G_grid, shape=(Cout, kh, kw, g.L), strides=(G_grid.strides[0], g.Wr * e, e, e))
-    G_cols = _scratch("cols", windows.shape, x.dtype)
-    G_cols[...] = windows                                              # the one copy
-    dW_t = X @ G_cols.reshape(Cout * kh * kw, g.L).T                   # (C, Cout*kh'*kw')
-    dW = dW_t.reshape(C, Cout, kh, kw).transpose(1, 0, 2, 3)
-    return dW[:, :, ::-1, ::-1].copy()                                 # unflip the taps
-
-
-def _conv_input_grad(dY, G, w, g):
-    """dX of conv2d, by whichever GEMM copies fewer numbers around.
-
-    Full convolution (stride 1): dX[c, u, v] = Σ_{o,i,j} W[o, c, i, j] dY[o, u+ph-i, v+pw-j]
-    is a convolution of dY, padded by q = k - 1 - p, with W flipped in space and its channel
-    axes swapped. Its im2col moves Cout*kh*kw numbers per pixel.
-    col2im: dcols = W_matᵀ G (C*kh*kw, N), then a scatter-add, moving C*kh*kw per pixel.
-    """
-    xp = backend.xp()
-    Cout, C, kh, kw = w.shape
-    qh, qw = kh - 1 - g.ph, kw - 1 - g.pw
-    if (g.sh, g.sw) == (1, 1) and qh >= 0 and qw >= 0 and Cout <= C:
-        w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, Cout, ..)
-        g_full = _Geometry(g.B, Cout, g.Ho, g.Wo, kh, kw, 1, 1, qh, qw)
-        return _conv_forward(dY, w_flip, g_full)
-    dcols = _scratch("cols", (C * kh * kw, g.N), G.dtype)
-    xp.matmul(w.reshape(Cout, -1).T, G, out=dcols)                    # (C*kh*kw, N)
-    return _col2im(dcols, g)
+def _int_pair(v, op, name, minimum):
+    """An int or a pair of ints, each >= minimum, as the tuple (vertical, horizontal)."""
+    pair = (v, v) if isinstance(v, numbers.Integral) else v
+    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2
+          and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in pair))
+    if not ok or min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair of them, "
+                         f"got {v!r}")
+    return int(pair[0]), int(pair[1])
 
 
 # ------------------------------------------------------------------ pooling, upsampling
