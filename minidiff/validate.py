@@ -49,11 +49,13 @@ def check_bool(name, value):
 
 def check_choice(name, value, allowed):
     """One of `allowed` (a sequence, or a registry dict whose keys are the names). A dict gives
-    back the entry the name chooses."""
+    back the entry the name chooses. A bool is no int here: True is not the choice 1."""
     try:
         ok = value in allowed
     except TypeError:                           # an unhashable value is in no dict
         ok = False
+    if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+        ok = False                              # True == 1, but True is not the choice 1
     if not ok:
         names = ", ".join(map(str, allowed))
         raise ValueError(f"{name}: got {_shown(value)}, allowed: {names}")

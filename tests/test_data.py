@@ -86,12 +86,12 @@ def test_two_d_uses_the_rng_passed(name):
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
 def test_two_d_refuses_bad_n(bad):
-    with pytest.raises(ValueError, match=f"n must be an int >= 1, got {bad!r}"):
+    with pytest.raises(ValueError, match=f"n: must be an int >= 1, got {bad!r}"):
         data.make_rings(bad)
 
 
 def test_two_d_refuses_negative_noise():
-    with pytest.raises(ValueError, match="noise must be a number >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"noise: must be a finite number in \[0, inf\], got -0.1"):
         data.make_swiss_roll(5, noise=-0.1)
 
 
@@ -347,9 +347,9 @@ def test_image_folder_all_bad_or_empty(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"image_size": 0}, "image_size must be an int >= 1, got 0"),
-    ({"image_size": 8, "channels": 2}, "channels must be 1 \\(grey\\) or 3 \\(RGB\\), got 2"),
-    ({"image_size": 8, "flip": "yes"}, "flip must be True or False, got 'yes'"),
+    ({"image_size": 0}, "image_size: must be an int >= 1, got 0"),
+    ({"image_size": 8, "channels": 2}, "channels \\(1 grey, 3 RGB\\): got 2, allowed: 1, 3"),
+    ({"image_size": 8, "flip": "yes"}, "flip: must be True or False, got 'yes'"),
 ])
 def test_image_folder_refuses_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -399,7 +399,7 @@ def test_iterate_batches_of_an_image_folder(folder):
 def test_iterate_batches_refuses_bad_data():
     with pytest.raises(TypeError, match="array .* or an ImageFolder, got list"):
         data.iterate_batches([1, 2, 3], 2)
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch_size: must be an int >= 1, got 0"):
         data.iterate_batches(np.zeros((4, 2)), 0)
 
 # ---------------------------------------------------------------------------- digits

@@ -58,3 +58,4 @@ def test_check_bool_and_choice(value):
         refuses(check_choice, "loss", value, registry)
     assert check_choice("loss", "kl", registry) == 2
     assert check_choice("channels", 3, (1, 3)) == 3
+    refuses(check_choice, "channels", True, (1, 3))         # True == 1, but is not the choice

@@ -33,18 +33,6 @@ def _permutation(g, n):
     return np.argsort(_uniform(g, n), kind="stable")                             # (n,)
 
 
-def _check_int(fn, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{fn}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_noise(fn, noise):
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-        raise ValueError(f"{fn}: noise must be a number >= 0, got {noise!r}")
-    return float(noise)
-
-
 def to_uint8(x):
     """[-1, 1] floats -> uint8 pixels: the inverse of Sec. 3.3's x / 127.5 - 1, rounded, clipped.
 

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .. import backend
-from ._common import (_DECODE_ERRORS, _check_int, _generator, _on_white, _open_image,
+from ..validate import check_bool, check_choice, check_int
+from ._common import (_DECODE_ERRORS, _generator, _on_white, _open_image,
                       _permutation, _uniform, from_uint8)
 
 
@@ -85,12 +86,9 @@ class ImageFolder:
     def __init__(self, root, image_size, channels=3, flip=True):
         fn = "ImageFolder"
         self.root = Path(root)
-        self.image_size = _check_int(fn, "image_size", image_size, 1)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"{fn}: channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-        if not isinstance(flip, bool):
-            raise ValueError(f"{fn}: flip must be True or False, got {flip!r}")
-        self.channels, self.flip = int(channels), flip
+        self.image_size = check_int(f"{fn}: image_size", image_size, 1)
+        self.channels = check_choice(f"{fn}: channels (1 grey, 3 RGB)", channels, (1, 3))
+        self.flip = check_bool(f"{fn}: flip", flip)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{fn}: root '{self.root}' is not a folder")
         candidates = sorted(p for p in self.root.rglob("*")
@@ -152,9 +150,9 @@ def iterate_batches(data, batch_size, rng=None, drop_last=True, epochs=None):
         raise TypeError(f"{fn}: data must be an array (N, ...) or an ImageFolder, "
                         f"got {type(data).__name__}")
     n = len(data)
-    batch_size = _check_int(fn, "batch_size", batch_size, 1)
+    batch_size = check_int(f"{fn}: batch_size", batch_size, 1)
     if epochs is not None:
-        epochs = _check_int(fn, "epochs", epochs, 1)
+        epochs = check_int(f"{fn}: epochs", epochs, 1)
     if n == 0:
         raise ValueError(f"{fn}: data is empty")
     if drop_last and batch_size > n:
@@ -196,7 +194,7 @@ def load_digits(size=16, split="train", return_labels=False):
     Needs the optional extra: pip install 'minidiff[digits]'.
     """
     fn = "load_digits"
-    size = _check_int(fn, "size", size, 1)
+    size = check_int(f"{fn}: size", size, 1)
     if split not in ("train", "test", "all"):
         raise ValueError(f"{fn}: split must be 'train', 'test' or 'all', got {split!r}")
     try:
@@ -299,7 +297,7 @@ def load_mnist_images(path, size=None):
         raise ValueError(f"{fn}: '{path}' must hold uint8 images (N, H, W), but holds "
                          f"{u8.dtype} of shape {u8.shape}")
     if size is not None:
-        size = _check_int(fn, "size", size, 1)
+        size = check_int(f"{fn}: size", size, 1)
         if u8.shape[1] != u8.shape[2]:
             raise ValueError(f"{fn}: size={size} needs square images, got {u8.shape[1:]}")
         u8 = _resize_all(u8, size)

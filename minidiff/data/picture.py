@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._common import _DECODE_ERRORS, _check_int, _generator, _on_white, _open_image, _uniform
+from ..validate import check_int
+from ._common import _DECODE_ERRORS, _generator, _on_white, _open_image, _uniform
 
 
 def default_picture_path():
@@ -42,7 +43,7 @@ def points_from_picture(path_or_image, n, threshold=128, rng=None):
     pixels (Pillow's decompression-bomb limit), is a ValueError naming the file.
     """
     fn = "points_from_picture"
-    n = _check_int(fn, "n", n, 1)
+    n = check_int(f"{fn}: n", n, 1)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 1 <= threshold <= 255:
         raise ValueError(f"{fn}: threshold must be a grey level in [1, 255], got {threshold!r}")

@@ -1,7 +1,8 @@
 """Five 2-D data sets for the MLP denoiser. Each returns float32 (n, 2) points."""
 import numpy as np
 
-from ._common import _check_int, _check_noise, _generator, _normal, _uniform
+from ..validate import check_int, check_number
+from ._common import _generator, _normal, _uniform
 
 # Each returns float32 (n, 2) inside [-1, 1]^2 before noise; `noise` is the standard deviation
 # of isotropic Gaussian noise, in those same output units.
@@ -13,8 +14,8 @@ def make_swiss_roll(n, rng=None, noise=0.02):
     The parametrisation is scikit-learn's make_swiss_roll (after Marsland 2009) seen from above;
     dividing by the largest radius 4.5 pi puts the spiral inside the unit disc.
     """
-    n = _check_int("make_swiss_roll", "n", n, 1)
-    noise = _check_noise("make_swiss_roll", noise)
+    n = check_int("make_swiss_roll: n", n, 1)
+    noise = check_number("make_swiss_roll: noise", noise, 0)
     g = _generator(rng)
     t = 1.5 * np.pi * (1.0 + 2.0 * _uniform(g, n))                     # (n,) angle = radius
     x = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / (4.5 * np.pi)  # (n, 2)
@@ -29,8 +30,8 @@ def make_two_moons(n, rng=None, noise=0.03):
     and divide both axes by 3/2, so the moons keep their shape: radius 2/3, x in [-1, 1],
     y in [-1/2, 1/2]. The first n // 2 points are the upper moon.
     """
-    n = _check_int("make_two_moons", "n", n, 1)
-    noise = _check_noise("make_two_moons", noise)
+    n = check_int("make_two_moons: n", n, 1)
+    noise = check_number("make_two_moons: noise", noise, 0)
     g = _generator(rng)
     n_up = n // 2
     a = np.pi * _uniform(g, n)                                          # (n,) angle on a moon
@@ -55,8 +56,8 @@ def make_eight_gaussians(n, rng=None, noise=0.05):
 
     The toy set of Grathwohl et al. 2019 (FFJORD), rescaled into [-1, 1]^2.
     """
-    n = _check_int("make_eight_gaussians", "n", n, 1)
-    noise = _check_noise("make_eight_gaussians", noise)
+    n = check_int("make_eight_gaussians: n", n, 1)
+    noise = check_number("make_eight_gaussians: noise", noise, 0)
     g = _generator(rng)
     which = np.minimum((_uniform(g, n) * 8).astype(np.int64), 7)        # (n,) cluster index
     x = eight_gaussians_centres()[which]                                # (n, 2)
@@ -69,7 +70,7 @@ def make_checkerboard(n, rng=None):
     Cells are 0.5 wide. The cell of (x, y) is column i = floor(2 (x + 1)), row j = floor(2 (y + 1));
     it is dark when i + j is even. Each dark cell is equally likely (Grathwohl et al. 2019).
     """
-    n = _check_int("make_checkerboard", "n", n, 1)
+    n = check_int("make_checkerboard: n", n, 1)
     g = _generator(rng)
     k = np.minimum((_uniform(g, n) * 8).astype(np.int64), 7)            # (n,) dark cell 0..7
     row = k // 2                                                        # 4 rows, 2 dark cells each
@@ -89,8 +90,8 @@ def make_rings(n, rng=None, noise=0.01):
     A ring is chosen with probability proportional to its radius, so every ring is equally
     dense along its length; the angle is uniform.
     """
-    n = _check_int("make_rings", "n", n, 1)
-    noise = _check_noise("make_rings", noise)
+    n = check_int("make_rings: n", n, 1)
+    noise = check_number("make_rings: noise", noise, 0)
     g = _generator(rng)
     radii = np.array(RINGS_RADII)
     cdf = np.cumsum(radii) / radii.sum()                                # (4,)
