@@ -4,6 +4,9 @@ Every op (in functional/) builds its output with `Tensor.make(data, parents, op)
 `_backward` closure "local gradient x out.grad, accumulated into the parents", and attaches it
 with `out.set_backward(_backward)`. backward() is a topological sort plus a reversed loop, as in
 micrograd's engine.
+
+Where the data lives: `.device` says "cpu" or "cuda", `.to(device)` copies there, and
+`array_on(a, device)` moves a bare array (Module.to uses it).
 """
 import contextlib
 
@@ -44,6 +47,28 @@ def unbroadcast(grad, shape):
     grad = grad.sum(axis=tuple(range(lead))) if lead > 0 else grad     # new leading axes
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     return grad.sum(axis=axes, keepdims=True) if axes else grad        # stretched size-1 axes
+
+
+def device_of(a):
+    """Where the array `a` lives. An array of the current device's array module is on the current
+    device; any other array is on the other one (there are two). NumPy scalars are host values."""
+    if isinstance(a, np.generic):
+        return "cpu"
+    current = backend.get_device()
+    if isinstance(a, backend.xp().ndarray):
+        return current
+    return "cpu" if current == "cuda" else "cuda"
+
+
+def array_on(a, device):
+    """The array `a` on `device` ("cpu" or "cuda"): `a` itself when it is there already, else a
+    copy. Moving to "cuda" while the current device is "cpu" imports CuPy (its error says what
+    is missing)."""
+    if device == "cpu":
+        return np.asarray(backend.to_numpy(a))
+    if device == backend.get_device():
+        return backend.xp().asarray(a)
+    return backend._import_cupy().asarray(a)
 
 
 def _as_array(data, dtype):
@@ -156,6 +181,11 @@ class Tensor:
         return self.data.dtype
 
     @property
+    def device(self):
+        """"cpu" or "cuda": where the data lives (see `device_of`)."""
+        return device_of(self.data)
+
+    @property
     def ndim(self):
         return self.data.ndim
 
@@ -195,16 +225,30 @@ class Tensor:
     def __truediv__(self, o): return F.div(self, o)
     def __rtruediv__(self, o): return F.div(o, self)
     def __pow__(self, o): return F.pow(self, o)
+    def __rpow__(self, o): return F.pow(o, self)          # 2 ** x
     def __matmul__(self, o): return F.matmul(self, o)
     def __neg__(self): return F.neg(self)
+    def __abs__(self): return F.abs(self)                  # abs(x)
     def __getitem__(self, idx): return F.getitem(self, idx)
 
+    # ------------------------------------------------------------------ methods, as in PyTorch
+    # Each is one line over functional/, where the forward and backward are.
     def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return F.min(self, axis, keepdims)
     def reshape(self, *shape): return F.reshape(self, *shape)
+    def view(self, *shape): return F.reshape(self, *shape)     # reshape, under torch's name
     def transpose(self, *axes): return F.transpose(self, *axes)
+    def permute(self, *axes): return F.permute(self, *axes)
+    def unsqueeze(self, axis): return F.unsqueeze(self, axis)
     def exp(self): return F.exp(self)
     def log(self): return F.log(self)
+    def sqrt(self): return F.sqrt(self)
+    def abs(self): return F.abs(self)
+    def tanh(self): return F.tanh(self)
+    def clip(self, min=None, max=None): return F.clip(self, min, max)   # names as NumPy's
+    def to(self, device): return F.to_device(self, device)
 
     @property
     def T(self):

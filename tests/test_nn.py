@@ -1,4 +1,5 @@
-"""nn.py: parameter naming, state_dict / load_state_dict, train/eval, initialisation, layers."""
+"""minidiff.nn: parameter naming, state_dict / load_state_dict, train/eval, initialisation,
+layers, ModuleList / Sequential and modules()."""
 import math
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 
 import minidiff
 from minidiff import Tensor
-from minidiff.nn import (Conv2d, Dropout, GroupNorm, Linear, Module, Parameter, Sequential, SiLU,
-                         variance_scaling_uniform, zero_init)
+from minidiff.nn import (Conv2d, Dropout, GroupNorm, Identity, Linear, Module, ModuleList,
+                         Parameter, ReLU, Sequential, SiLU, variance_scaling_uniform, zero_init)
 from tests.naive import naive_conv2d
 
 
@@ -45,7 +46,7 @@ NET_NAMES = [
     "blocks.0.layers.0.bias", "blocks.0.layers.1.weight", "blocks.0.scale",
     "blocks.1.norm.weight", "blocks.1.norm.bias", "blocks.1.layers.0.weight",
     "blocks.1.layers.0.bias", "blocks.1.layers.1.weight", "blocks.1.scale",
-    "out.layers.0.weight", "out.layers.0.bias",
+    "out.0.weight", "out.0.bias",                            # Sequential: as PyTorch names
 ]
 
 
@@ -129,8 +130,8 @@ def test_load_state_dict_missing_unexpected_and_shape_errors_change_nothing():
         net.load_state_dict(unexpected)
     assert_unchanged(net, before)
 
-    wrong = dict(good, **{"out.layers.0.weight": np.ones((2, 3))})
-    with pytest.raises(ValueError, match=r"out.layers.0.weight: expected \(2, 4\), got \(2, 3\)"):
+    wrong = dict(good, **{"out.0.weight": np.ones((2, 3))})
+    with pytest.raises(ValueError, match=r"out.0.weight: expected \(2, 4\), got \(2, 3\)"):
         net.load_state_dict(wrong)
     assert_unchanged(net, before)
     with pytest.raises(ValueError, match="shape mismatch"):
@@ -152,7 +153,7 @@ def test_load_state_dict_non_strict_loads_the_common_names():
 # ---------------------------------------------------------------------------- modes, grads
 def test_train_eval_propagate_to_every_submodule():
     net = Net()
-    subs = [net.inp, net.drop, net.out, *net.out.layers, *net.blocks]
+    subs = [net.inp, net.drop, net.out, *net.out, *net.blocks]
     subs += [m for b in net.blocks for m in (b.norm, b.act, *b.layers)]
     assert net.training and all(m.training for m in subs)
     assert net.eval() is net
@@ -221,7 +222,7 @@ def test_init_scale_zero_means_1e_minus_10_and_zero_init_is_exact():
     assert np.abs(w).max() <= limit and np.abs(w).max() > limit / 2
     assert zero_init(conv) is conv
     assert not conv.weight.data.any() and not conv.bias.data.any()
-    with pytest.raises(ValueError, match="scale must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"scale: must be a finite number in \[0, inf\], got -1"):
         variance_scaling_uniform((2, 2), 2, 2, scale=-1)
 
 
@@ -266,8 +267,10 @@ def test_silu_and_sequential():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: Linear(0, 3), r"Linear: in_features must be a positive int, got 0"),
-    (lambda: Conv2d(3, 4, 0), r"Conv2d: kernel_size must be a positive int, got 0"),
+    (lambda: Linear(0, 3), r"Linear: in_features: must be an int >= 1, got 0"),
+    (lambda: Conv2d(3, 4, 0), r"Conv2d: kernel_size: must be an int >= 1, got 0"),
+    (lambda: Conv2d(3, 4.0, 3), r"Conv2d: out_channels: must be an int >= 1, got 4.0"),
+    (lambda: GroupNorm(True, 4), r"GroupNorm: num_groups: must be an int >= 1, got True"),
     (lambda: GroupNorm(3, 8), r"num_channels=8 is not divisible by num_groups=3"),
     (lambda: Dropout(1.0), r"p .* must be a number in \[0, 1\), got 1.0"),
     (lambda: Sequential(Linear(2, 2), 3), r"Sequential: argument 1 is a int, not a Module"),
@@ -284,3 +287,73 @@ def test_conv2d_layer_matches_loops(stride, padding):
     x = np.random.default_rng(5).standard_normal((2, 3, 7, 6))
     ref = naive_conv2d(x, conv.weight.data, conv.bias.data, (stride,) * 2, (padding,) * 2)
     np.testing.assert_allclose(conv(Tensor(x)).data, ref, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- rows, modules()
+class Stack(Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = ModuleList([Linear(3, 3), Linear(3, 3, bias=False)])
+        self.head = Sequential(Linear(3, 2), ReLU(), Identity(), Linear(2, 2))
+        self.tied = self.blocks[0]                            # the same module twice
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+def test_module_list_and_sequential_take_pytorchs_names():
+    net = Stack()
+    assert list(net.state_dict()) == ["blocks.0.weight", "blocks.0.bias", "blocks.1.weight",
+                                      "head.0.weight", "head.0.bias", "head.3.weight",
+                                      "head.3.bias"]
+    assert list(net.head.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    x = np.random.default_rng(2).uniform(-2, 2, (4, 3))
+    b0, b1, h0, h3 = net.blocks[0], net.blocks[1], net.head[0], net.head[-1]
+    h = (x @ b0.weight.data.T + b0.bias.data) @ b1.weight.data.T
+    h = np.maximum(h @ h0.weight.data.T + h0.bias.data, 0)
+    np.testing.assert_allclose(net(Tensor(x.astype(np.float32))).data,
+                               h @ h3.weight.data.T + h3.bias.data, rtol=1e-5, atol=1e-6)
+
+
+def test_module_list_indexing_appending_and_errors():
+    a, b, c = Linear(2, 2), SiLU(), Linear(2, 1)
+    row = ModuleList([a, b])
+    assert row.append(c) is row and len(row) == 3 and list(row) == [a, b, c]
+    assert row[-1] is c and row[1] is b
+    assert isinstance(row[1:], ModuleList) and list(row[1:]) == [b, c]
+    seq = Sequential(a, b, c)
+    assert isinstance(seq[:2], Sequential) and list(seq[:2]) == [a, b]
+    d = Linear(2, 1)
+    seq[2] = d
+    assert list(seq) == [a, b, d] and list(seq.state_dict())[-1] == "2.bias"
+    assert list(seq[1:].state_dict()) == ["1.weight", "1.bias"]     # renumbered from 0
+    with pytest.raises(IndexError, match=r"ModuleList: index 3 is out of range for 3 modules"):
+        row[3]
+    with pytest.raises(ValueError, match=r"ModuleList: argument 3 is a float, not a Module"):
+        row.append(1.0)
+    with pytest.raises(NotImplementedError, match="ModuleList defines no forward"):
+        row(Tensor(np.ones(2)))
+
+
+def test_identity_and_relu():
+    x = Tensor(np.random.default_rng(3).uniform(-2, 2, (2, 3)))
+    assert Identity()(x) is x
+    np.testing.assert_array_equal(ReLU()(x).data, np.maximum(x.data, 0))
+    assert Identity().parameters() == [] and ReLU().parameters() == []
+
+
+def test_named_modules_walks_depth_first_and_lists_a_shared_module_once():
+    net = Stack()
+    names = [n for n, _ in net.named_modules()]
+    assert names == ["", "blocks", "blocks.0", "blocks.1", "head", "head.0", "head.1",
+                     "head.2", "head.3"]                     # `tied` is blocks.0 again
+    assert net.modules() == [m for _, m in net.named_modules()]
+    assert net.modules()[0] is net and net.modules()[2] is net.tied
+    assert [n for n, _ in net.head.named_modules("head")][:2] == ["head", "head.0"]
+
+
+def test_train_mode_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"train: mode: must be True or False, got 1"):
+        Stack().train(1)

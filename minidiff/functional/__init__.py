@@ -1,8 +1,8 @@
 """Every differentiable op, each forward beside its hand-written backward.
 
-    elementwise.py   add sub mul div pow maximum neg exp log sqrt abs tanh sigmoid relu silu
-    reduce.py        sum mean
-    shape.py         reshape transpose/permute concat getitem
+    elementwise.py   add sub mul div pow maximum neg exp log sqrt abs tanh sigmoid relu silu clip
+    reduce.py        sum mean max min
+    shape.py         reshape unsqueeze transpose permute concat getitem to_device
     linalg.py        matmul linear
     conv.py          conv2d avg_pool2d upsample_nearest2d
     norm.py          group_norm
@@ -16,5 +16,5 @@ from .elementwise import (abs, add, astype, clip, div, exp, log, maximum, mul, n
 from .linalg import linear, matmul
 from .loss import dropout, mse_loss
 from .norm import group_norm
-from .reduce import mean, sum
-from .shape import concat, getitem, permute, reshape, transpose
+from .reduce import max, mean, min, sum
+from .shape import concat, getitem, permute, reshape, to_device, transpose, unsqueeze

@@ -1,6 +1,9 @@
 """Elementwise ops. Binary ops broadcast; their backward sums back with `unbroadcast`."""
+import math
+
 from .. import backend
 from ..tensor import Tensor, unbroadcast
+from ..validate import check_number
 from ._util import as_tensor, pair
 
 
@@ -174,9 +177,16 @@ def silu(x):
     return out.set_backward(_backward)
 
 
-def clip(x, lo, hi):
-    """Clamp to [lo, hi]; the gradient passes only where x was inside."""
+def clip(x, lo=None, hi=None):
+    """Clamp to [lo, hi] (numbers; None: no bound on that side). The gradient passes where
+    lo <= x <= hi, the bounds included, as in PyTorch's clamp."""
     x = as_tensor(x)
+    if lo is None and hi is None:
+        raise ValueError("clip: give lo, hi or both; with neither it would do nothing")
+    lo = -math.inf if lo is None else check_number("clip: lo", lo)
+    hi = math.inf if hi is None else check_number("clip: hi", hi)
+    if lo > hi:
+        raise ValueError(f"clip: lo must be <= hi, got lo={lo!r}, hi={hi!r}")
     inside = (x.data >= lo) & (x.data <= hi)
     out = Tensor.make(backend.xp().clip(x.data, lo, hi), (x,), "clip")
 

@@ -1,4 +1,4 @@
-"""Reductions: sum and mean over any axes, with keepdims."""
+"""Reductions over any axes, with keepdims, as NumPy reads axis: sum, mean, max, min."""
 from .. import backend
 from ..tensor import Tensor
 from ._util import as_tensor
@@ -45,3 +45,30 @@ def mean(x, axis=None, keepdims=False):
     def _backward():                                   # each of the n summands gets grad / n
         x.accum_grad(_expand_back(out.grad, x.shape, axes) / n)
     return out.set_backward(_backward)
+
+
+def _extreme(x, axis, keepdims, op, reduce):
+    """max or min. The gradient goes to the elements that attain the extreme; k tied elements
+    share it equally, 1/k each (as torch.amax and tf.reduce_max do)."""
+    x = as_tensor(x)
+    axes = _axes(axis, x.ndim, op)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"{op}: an axis it reduces over has length 0 in shape {x.shape}; "
+                         f"an empty set has no {op}")
+    m = reduce(x.data, axis=axes, keepdims=True)           # x's ndim, 1 along `axes`
+    data = m if keepdims else m.reshape([n for i, n in enumerate(x.shape) if i not in axes])
+    out = Tensor.make(data, (x,), op)
+
+    def _backward():
+        hit = (x.data == m).astype(x.dtype)                 # 1 where x attains the extreme
+        share = hit / hit.sum(axis=axes, keepdims=True)     # ties split the gradient
+        x.accum_grad(_expand_back(out.grad, x.shape, axes) * share)
+    return out.set_backward(_backward)
+
+
+def max(x, axis=None, keepdims=False):
+    return _extreme(x, axis, keepdims, "max", backend.xp().max)
+
+
+def min(x, axis=None, keepdims=False):
+    return _extreme(x, axis, keepdims, "min", backend.xp().min)

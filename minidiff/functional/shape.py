@@ -1,10 +1,12 @@
-"""Shape ops: reshape, transpose/permute, concat, indexing. They move numbers, never change
-them, so each backward moves the gradient back the same way."""
+"""Shape ops: reshape, unsqueeze, transpose/permute, concat, indexing, and the move between
+devices. They move numbers, never change them, so each backward moves the gradient back the
+same way."""
 import builtins
 import numbers
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, array_on
+from ..validate import check_choice
 from ._util import as_tensor
 
 
@@ -35,26 +37,61 @@ def axis_index(axis, ndim, op):
     return int(axis) % ndim
 
 
+def unsqueeze(x, axis):
+    """A new axis of length 1 at `axis`, in [-(ndim+1), ndim], as torch.unsqueeze (and
+    numpy.expand_dims with one axis): (2, 3) -> (1, 2, 3), (2, 1, 3) or (2, 3, 1)."""
+    x = as_tensor(x)
+    ax = axis_index(axis, x.ndim + 1, "unsqueeze")
+    return reshape(x, x.shape[:ax] + (1,) + x.shape[ax:])
+
+
+def _axes_arg(axes):
+    """f(x, 1, 0) and f(x, (1, 0)) name the same axes."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        return tuple(axes[0])
+    return axes
+
+
 def transpose(x, *axes):
     """Permute axes (all reversed when none are given), like numpy.transpose."""
     x = as_tensor(x)
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])                          # transpose(x, (1, 0)) = transpose(x, 1, 0)
-    elif axes in ((), (None,)):
+    if axes in ((), (None,)):
         axes = tuple(reversed(range(x.ndim)))          # transpose(x) = transpose(x, None)
+    return _permute(x, _axes_arg(axes), "transpose")
+
+
+def permute(x, *axes):
+    """torch.permute: every axis named, in its new order, as permute(x, 0, 2, 3, 1)."""
+    x = as_tensor(x)
+    return _permute(x, _axes_arg(axes), "permute")
+
+
+def _permute(x, axes, op):
     given = axes
-    axes = tuple(axis_index(a, x.ndim, "transpose") for a in axes)
+    axes = tuple(axis_index(a, x.ndim, op) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: axes {given} are not a permutation for shape {x.shape}")
+        raise ValueError(f"{op}: axes {given} are not a permutation for shape {x.shape}")
     inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i]))
-    out = Tensor.make(x.data.transpose(axes), (x,), "transpose")
+    out = Tensor.make(x.data.transpose(axes), (x,), op)
 
     def _backward():                                   # the inverse permutation
         x.accum_grad(out.grad.transpose(inverse))
     return out.set_backward(_backward)
 
 
-permute = transpose
+def to_device(x, device):
+    """x on `device` ("cpu" or "cuda"), as torch's Tensor.to: x itself when it is there, else a
+    copy whose gradient is moved back to x's device."""
+    x = as_tensor(x)
+    device = check_choice("to: device", device, backend.DEVICES)
+    source = x.device
+    if source == device:
+        return x
+    out = Tensor.make(array_on(x.data, device), (x,), "to")
+
+    def _backward():
+        x.accum_grad(array_on(out.grad, source))
+    return out.set_backward(_backward)
 
 
 def concat(tensors, axis=0):

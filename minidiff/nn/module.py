@@ -1,0 +1,243 @@
+"""Parameter and Module: the attribute walk that names parameters, state_dict and
+load_state_dict with the checks of every loaded array, and the move between devices."""
+import numbers
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor, array_on, device_of
+from ..validate import check_bool, check_choice
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module trains: requires_grad is always True."""
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, requires_grad=True, dtype=dtype)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+# ---------------------------------------------------------------------------- loading checks
+def checked_values(name, arr, dtype):
+    """A loaded array as a new host array of `dtype`, or a ValueError that names it.
+
+    Its dtype must be real floating (float16, float32, float64): integer, bool and complex
+    arrays are refused rather than cast silently. Its values must be finite once cast to
+    `dtype` (NaN and inf are refused, and so is a float64 beyond float32's range). Every
+    load_state_dict, here and in optim.py, checks each entry so before writing any.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "f":
+        raise ValueError(f"{name}: dtype {arr.dtype} is not a floating dtype (float16/32/64); "
+                         f"integers, bools and complex numbers are not cast silently")
+    with np.errstate(over="ignore"):                  # an overflow becomes inf, refused below
+        arr = arr.astype(dtype)                       # a copy
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: holds NaN or inf (as {arr.dtype})")
+    return arr
+
+
+def checked_array(name, value, like):
+    """A loaded array for the tensor `like`: exactly its shape, then `checked_values`."""
+    arr = np.asarray(backend.to_numpy(value))
+    if arr.shape != like.shape:
+        raise ValueError(f"{name}: expected shape {like.shape}, got {arr.shape}")
+    return checked_values(name, arr, like.dtype)
+
+
+def check_count(value, what):
+    """A loaded step count: an int >= 0 (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{what} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+class Module:
+    """Base class: subclasses set attributes in __init__ and define forward()."""
+
+    training = True          # a class default, so a subclass that forgets super().__init__ works
+
+    def __init__(self):
+        self.training = True
+
+    def __call__(self, *args, **kwargs):
+        self._check_device()
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} defines no forward()")
+
+    # ------------------------------------------------------------------ walking the attributes
+    def named_children(self):
+        """(name, module) for each direct child: Module attributes and lists/tuples of them."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def named_modules(self, prefix=""):
+        """(dotted name, module) for this module (named `prefix`, "" by default) and every module
+        below it, depth first in attribute order; a module reached twice is listed once."""
+        seen = set()
+        for name, m in self._walk_modules(prefix):
+            if id(m) not in seen:
+                seen.add(id(m))
+                yield name, m
+
+    def _walk_modules(self, prefix):
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child._walk_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        """This module and every module below it, as `named_modules` lists them."""
+        return [m for _, m in self.named_modules()]
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter) in attribute order; a shared Parameter is listed once."""
+        seen = set()
+        for name, p in self._walk_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _walk_parameters(self, prefix):
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value._walk_parameters(f"{prefix}{name}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Parameter):
+                        yield f"{prefix}{name}.{i}", item
+                    elif isinstance(item, Module):
+                        yield from item._walk_parameters(f"{prefix}{name}.{i}.")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self):
+        return sum(p.size for p in self.parameters())
+
+    def _own_tensors(self):
+        """(name, Tensor) for the tensors of this module itself, not of its children: its
+        parameters and any other Tensor attribute (a buffer), alone or in a list or tuple."""
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Tensor):
+                        yield f"{name}.{i}", item
+
+    # ------------------------------------------------------------------ devices
+    def to(self, device):
+        """Move every parameter, its gradient, and every other Tensor attribute (a buffer) of
+        this module and of all below it to `device` ("cpu" or "cuda"); returns self.
+
+        In place: the Parameter objects stay, so an optimizer made before still holds them (its
+        own state, such as Adam's moments, is not moved here). All or nothing: every array is
+        copied before any tensor is changed. A tensor already there is not copied.
+        """
+        device = check_choice("Module.to: device", device, backend.DEVICES)
+        tensors = {id(t): t for m in self.modules() for _, t in m._own_tensors()}.values()
+        moved = [(t, array_on(t.data, device),
+                  None if t.grad is None else array_on(t.grad, device)) for t in tensors]
+        for t, data, grad in moved:
+            t.data, t.grad = data, grad
+        return self
+
+    def _check_device(self):
+        """Refuse to run with a tensor that lives on another device than the current one (a
+        model built before set_device() and not moved with .to()). Each module checks its own
+        tensors as it is called: one isinstance each, no copy, no wait on the GPU. (It runs on
+        every call, so it loops over vars() itself; `_own_tensors` is the same walk, slower.)"""
+        kind = backend.xp().ndarray
+        for value in vars(self).values():
+            if isinstance(value, Tensor):
+                if not isinstance(value.data, kind):
+                    self._device_mismatch(value)
+            elif type(value) in (list, tuple):
+                for item in value:
+                    if isinstance(item, Tensor) and not isinstance(item.data, kind):
+                        self._device_mismatch(item)
+
+    def _device_mismatch(self, tensor):
+        if isinstance(tensor.data, np.generic):                   # a NumPy scalar goes anywhere
+            return
+        name = next(n for n, t in self._own_tensors() if t is tensor)
+        here = backend.get_device()
+        what = "parameter" if isinstance(tensor, Parameter) else "tensor"
+        raise RuntimeError(
+            f"{type(self).__name__}: {what} '{name}' is on {device_of(tensor.data)} but the "
+            f"current device is {here}; move the model with .to('{here}')")
+
+    # ------------------------------------------------------------------ modes and gradients
+    def train(self, mode=True):
+        """Set the training flag here and in every child (Dropout reads it)."""
+        self.training = check_bool("train: mode", mode)
+        for _, child in self.named_children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    # ------------------------------------------------------------------ weights in and out
+    def state_dict(self):
+        """{name: NumPy copy of the parameter}: plain arrays, ready for np.savez."""
+        return {name: np.array(backend.to_numpy(p.data), copy=True)
+                for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters of the same name: all or nothing.
+
+        Every entry is checked before anything is written, so a failed load (a ValueError
+        naming the bad entries) leaves the module exactly as it was. strict=True requires the
+        two sets of names to be equal; strict=False loads the names both have. Each array must
+        have its parameter's exact shape and pass `checked_values` (a floating dtype, cast to
+        the parameter's; finite values). Each lands on its parameter's device.
+        """
+        own = dict(self.named_parameters())
+        missing = [n for n in own if n not in state_dict]
+        unexpected = [n for n in state_dict if n not in own]
+        arrays, mismatched, bad_values = {}, [], []
+        for name, p in own.items():
+            if name in state_dict:
+                arr = np.asarray(backend.to_numpy(state_dict[name]))
+                if arr.shape != p.shape:
+                    mismatched.append(f"{name}: expected {p.shape}, got {arr.shape}")
+                    continue
+                try:
+                    arrays[name] = checked_values(name, arr, p.dtype)
+                except ValueError as e:
+                    bad_values.append(str(e))
+        problems = []
+        if strict and missing:
+            problems.append(f"missing names: {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected names: {unexpected}")
+        if mismatched:
+            problems.append(f"shape mismatch: {mismatched}")
+        if problems or bad_values:
+            raise ValueError(f"load_state_dict ({type(self).__name__}): nothing was loaded; "
+                             + "; ".join(problems + bad_values))
+        arrays = {name: array_on(arr, own[name].device)                   # all on the device
+                  for name, arr in arrays.items()}                         # before any write
+        for name, arr in arrays.items():
+            own[name].data[...] = arr
+        return self
+
+    def __repr__(self):
+        children = ", ".join(name for name, _ in self.named_children())
+        return f"{type(self).__name__}({children})"
