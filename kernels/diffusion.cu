@@ -4,9 +4,9 @@
 // Kernels (one thread per element):
 //   q_sample        x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps                   (Eq. 4)
 //   posterior_mean  mu~_t(x_t, x0) = c1_t x0 + c2_t x_t, the target of the mu loss   (Eq. 7)
-//   reverse_step    model output (eps | x0 | mu) -> x0^, optionally clipped to [-1, 1];
-//                   mu = mu~_t(x_t, x0^); x_{t-1} = mu + sigma_b z, z unused at t = 0
-//                   (Eq. 6-7, 11; Algorithm 2)
+//   reverse_step    x0^ (the caller's, from any parameterisation), optionally clipped to
+//                   [-1, 1]; mu = mu~_t(x_t, x0^); x_{t-1} = mu + sigma_b z, z unused at t = 0
+//                   (Eq. 6-7; Algorithm 2)
 //   ddim_step       model output (eps | x0) -> x0^ (clipped), eps^ from x0^;
 //                   x_prev = sqrt(abar_prev) x0^ + sqrt(1 - abar_prev - s^2) eps^ + s z
 //                   (Song et al. 2021, Eq. 12 and 16)
@@ -18,9 +18,9 @@
 // code), so the last reverse step is t = 0.
 // No #include: NVRTC compiles this without any header.
 
-#define PARAM_EPS 0     // the network predicts the noise eps               (Eq. 11)
-#define PARAM_X0 1      // the network predicts x0
-#define PARAM_MU 2      // the network predicts the posterior mean mu (x_{t-1})
+// ddim_step's `param`: what the network predicts.
+#define PARAM_EPS 0     // the noise eps                                    (Eq. 11)
+#define PARAM_X0 1      // x0
 
 __device__ __forceinline__ float clip_unit(float x) {
     return fminf(fmaxf(x, -1.0f), 1.0f);                      // Ho et al. 2020, Sec. 3.3
@@ -52,40 +52,25 @@ extern "C" __global__ void posterior_mean(const float* __restrict__ x0,
     }
 }
 
-// sqrt_recip_abar = 1 / sqrt(abar_t), sqrt_recipm1_abar = sqrt(1 / abar_t - 1);
-// coef1, coef2: the posterior mean's coefficients (Eq. 7), all four of length T;
-// sigma (length B): each sample's standard deviation sigma_t, sqrt(beta_t) or sqrt(beta~_t)
-// (Sec. 3.2), gathered by the caller from the variance it chose.
-extern "C" __global__ void reverse_step(const float* __restrict__ out,
+// x0_hat: the model's prediction of x0; coef1, coef2: the posterior mean's coefficients
+// (Eq. 7), of length T; sigma (length B): each sample's standard deviation sigma_t,
+// sqrt(beta_t) or sqrt(beta~_t) (Sec. 3.2), gathered by the caller from the variance it chose.
+extern "C" __global__ void reverse_step(const float* __restrict__ x0_hat,
                                         const float* __restrict__ x_t,
                                         const int* __restrict__ t,
                                         const float* __restrict__ z,
-                                        const float* __restrict__ sqrt_recip_abar,
-                                        const float* __restrict__ sqrt_recipm1_abar,
                                         const float* __restrict__ coef1,
                                         const float* __restrict__ coef2,
                                         const float* __restrict__ sigma,
                                         float* __restrict__ x_prev,
-                                        float* __restrict__ x0_hat,
-                                        int param, int clip, int n, int per_sample) {
+                                        int clip, int n, int per_sample) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         int b = i / per_sample, ti = t[b];
-        float xt = x_t[i], o = out[i], x0, mu;
-        if (param == PARAM_MU) {
-            mu = o;
-            x0 = (o - coef2[ti] * xt) / coef1[ti];                    // Eq. 7 solved for x0
-            if (clip) x0 = clip_unit(x0);                             // shown, not used in mu
-        } else {
-            x0 = param == PARAM_EPS
-                ? sqrt_recip_abar[ti] * xt - sqrt_recipm1_abar[ti] * o   // Eq. 4 solved for x0
-                : o;
-            if (clip) x0 = clip_unit(x0);
-            mu = coef1[ti] * x0 + coef2[ti] * xt;                     // Ho et al. 2020, Eq. 7
-        }
+        float x0 = clip ? clip_unit(x0_hat[i]) : x0_hat[i];           // x0^ in the data range
+        float mu = coef1[ti] * x0 + coef2[ti] * x_t[i];               // Ho et al. 2020, Eq. 7
         float s = ti > 0 ? sigma[b] : 0.0f;                          // Algorithm 2, line 3
         x_prev[i] = mu + s * z[i];                                    // Algorithm 2, line 4
-        x0_hat[i] = x0;
     }
 }
 

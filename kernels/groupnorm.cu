@@ -1,4 +1,4 @@
-// groupnorm.cu: Group Normalization (Wu & He 2018), with an optional SiLU fused after it.
+// groupnorm.cu: Group Normalization (Wu & He 2018), forward and backward.
 //
 // x is (N, C, HW) and C = G * Cg, so group (n, g) is one contiguous run of L = Cg * HW
 // elements starting at (n * G + g) * L. Channel c has scale gamma[c] and shift beta[c].
@@ -7,27 +7,18 @@
 //   group_norm_forward_naive            one thread per group (n, g): mean, variance, output
 //   group_norm_forward                  one block per group: the same, with block reductions
 //       mu = mean(x), var = mean((x - mu)^2), rstd = 1 / sqrt(var + eps)  (Wu & He 2018, Eq. 1-2)
-//       z = (x - mu) rstd gamma_c + beta_c                                 (Wu & He 2018, Eq. 4)
-//       y = z, or silu(z) = z sigmoid(z) when silu != 0        (Elfwing et al. 2018, Eq. 1)
+//       y = (x - mu) rstd gamma_c + beta_c                                 (Wu & He 2018, Eq. 4)
 //       mean and rstd (N, G) are saved for the backward pass.
 //   group_norm_backward_input_naive     one thread per group: dx
 //   group_norm_backward_input           one block per group: dx, with block reductions
-//       dz = dy (or dy silu'(z), z recomputed), dxh = dz gamma_c, xh = (x - mu) rstd,
+//       xh = (x - mu) rstd, dxh = dy gamma_c,
 //       dx = rstd (dxh - mean(dxh) - xh mean(dxh xh))              (the chain rule through Eq. 1)
 //   group_norm_backward_params_naive    one thread per channel c: dgamma_c, dbeta_c
 //   group_norm_backward_params          one block per channel c: the same, block reductions
-//       dgamma_c = sum_{n,hw} dz xh,  dbeta_c = sum_{n,hw} dz
+//       dgamma_c = sum_{n,hw} dy xh,  dbeta_c = sum_{n,hw} dy
 //
 // The block kernels need blockDim.x a multiple of 32 (at most 1024). Every sum is taken in
 // the same order whatever the order of the blocks, so results are deterministic.
-
-__device__ __forceinline__ float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
-
-// d silu(z) / dz = s (1 + z (1 - s)), s = sigmoid(z)          (Elfwing et al. 2018, Eq. 2)
-__device__ __forceinline__ float silu_grad(float z) {
-    float s = sigmoidf(z);
-    return s * (1.0f + z * (1.0f - s));
-}
 
 // The sum of v over the block, returned to every thread. `scratch` holds 32 floats.
 // (Also in softmax.cu: each file stands alone, so CuPy's cache, keyed by the source text,
@@ -45,8 +36,7 @@ __device__ float block_sum(float v, float* scratch) {
 extern "C" __global__ void group_norm_forward_naive(
         const float* __restrict__ x, const float* __restrict__ gamma,
         const float* __restrict__ beta, float* __restrict__ y, float* __restrict__ mean,
-        float* __restrict__ rstd, int num_groups_total, int C, int HW, int G, float eps,
-        int silu) {
+        float* __restrict__ rstd, int num_groups_total, int C, int HW, int G, float eps) {
     int ng = blockIdx.x * blockDim.x + threadIdx.x;
     if (ng < num_groups_total) {
         int Cg = C / G, L = Cg * HW, c0 = (ng % G) * Cg;
@@ -59,8 +49,7 @@ extern "C" __global__ void group_norm_forward_naive(
         float r = rsqrtf(ss / L + eps);                                   // Wu & He, Eq. 1-2
         for (int j = 0; j < L; j++) {
             int c = c0 + j / HW;
-            float z = (xg[j] - mu) * r * gamma[c] + beta[c];               // Wu & He, Eq. 4
-            y[(long long)ng * L + j] = silu ? z * sigmoidf(z) : z;         // Elfwing, Eq. 1
+            y[(long long)ng * L + j] = (xg[j] - mu) * r * gamma[c] + beta[c];  // Wu & He, Eq. 4
         }
         mean[ng] = mu;
         rstd[ng] = r;
@@ -70,8 +59,7 @@ extern "C" __global__ void group_norm_forward_naive(
 extern "C" __global__ void group_norm_forward(
         const float* __restrict__ x, const float* __restrict__ gamma,
         const float* __restrict__ beta, float* __restrict__ y, float* __restrict__ mean,
-        float* __restrict__ rstd, int num_groups_total, int C, int HW, int G, float eps,
-        int silu) {
+        float* __restrict__ rstd, int num_groups_total, int C, int HW, int G, float eps) {
     __shared__ float scratch[32];
     int ng = blockIdx.x;                                // one block per group
     if (ng >= num_groups_total) return;                 // uniform over the block
@@ -85,8 +73,7 @@ extern "C" __global__ void group_norm_forward(
     float r = rsqrtf(block_sum(ss, scratch) / L + eps);                   // Wu & He, Eq. 1-2
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         int c = c0 + j / HW;
-        float z = (xg[j] - mu) * r * gamma[c] + beta[c];                   // Wu & He, Eq. 4
-        y[(long long)ng * L + j] = silu ? z * sigmoidf(z) : z;             // Elfwing, Eq. 1
+        y[(long long)ng * L + j] = (xg[j] - mu) * r * gamma[c] + beta[c];      // Wu & He, Eq. 4
     }
     if (threadIdx.x == 0) {
         mean[ng] = mu;
@@ -94,16 +81,11 @@ extern "C" __global__ void group_norm_forward(
     }
 }
 
-// dz at one element: dy, or dy silu'(z) with z = xh gamma + beta recomputed (Wu & He, Eq. 4).
-__device__ __forceinline__ float grad_z(float dy, float xh, float g, float b, int silu) {
-    return silu ? dy * silu_grad(xh * g + b) : dy;
-}
-
 extern "C" __global__ void group_norm_backward_input_naive(
         const float* __restrict__ dy, const float* __restrict__ x,
         const float* __restrict__ mean, const float* __restrict__ rstd,
-        const float* __restrict__ gamma, const float* __restrict__ beta,
-        float* __restrict__ dx, int num_groups_total, int C, int HW, int G, int silu) {
+        const float* __restrict__ gamma, float* __restrict__ dx, int num_groups_total, int C,
+        int HW, int G) {
     int ng = blockIdx.x * blockDim.x + threadIdx.x;
     if (ng < num_groups_total) {
         int Cg = C / G, L = Cg * HW, c0 = (ng % G) * Cg;
@@ -112,14 +94,14 @@ extern "C" __global__ void group_norm_backward_input_naive(
         for (int j = 0; j < L; j++) {
             int c = c0 + j / HW;
             float xh = (x[base + j] - mu) * r;                            // Wu & He, Eq. 1
-            float dxh = grad_z(dy[base + j], xh, gamma[c], beta[c], silu) * gamma[c];
+            float dxh = dy[base + j] * gamma[c];                          // d(Eq. 4)/dxh
             s1 += dxh;
             s2 += dxh * xh;
         }
         for (int j = 0; j < L; j++) {
             int c = c0 + j / HW;
             float xh = (x[base + j] - mu) * r;
-            float dxh = grad_z(dy[base + j], xh, gamma[c], beta[c], silu) * gamma[c];
+            float dxh = dy[base + j] * gamma[c];                          // d(Eq. 4)/dxh
             dx[base + j] = r * (dxh - s1 / L - xh * (s2 / L));            // d(Eq. 1)/dx
         }
     }
@@ -128,8 +110,8 @@ extern "C" __global__ void group_norm_backward_input_naive(
 extern "C" __global__ void group_norm_backward_input(
         const float* __restrict__ dy, const float* __restrict__ x,
         const float* __restrict__ mean, const float* __restrict__ rstd,
-        const float* __restrict__ gamma, const float* __restrict__ beta,
-        float* __restrict__ dx, int num_groups_total, int C, int HW, int G, int silu) {
+        const float* __restrict__ gamma, float* __restrict__ dx, int num_groups_total, int C,
+        int HW, int G) {
     __shared__ float scratch[32];
     int ng = blockIdx.x;                                // one block per group
     if (ng >= num_groups_total) return;                 // uniform over the block
@@ -139,7 +121,7 @@ extern "C" __global__ void group_norm_backward_input(
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         int c = c0 + j / HW;
         float xh = (x[base + j] - mu) * r;                                // Wu & He, Eq. 1
-        float dxh = grad_z(dy[base + j], xh, gamma[c], beta[c], silu) * gamma[c];
+        float dxh = dy[base + j] * gamma[c];                              // d(Eq. 4)/dxh
         s1 += dxh;
         s2 += dxh * xh;
     }
@@ -147,7 +129,7 @@ extern "C" __global__ void group_norm_backward_input(
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         int c = c0 + j / HW;
         float xh = (x[base + j] - mu) * r;
-        float dxh = grad_z(dy[base + j], xh, gamma[c], beta[c], silu) * gamma[c];
+        float dxh = dy[base + j] * gamma[c];                              // d(Eq. 4)/dxh
         dx[base + j] = r * (dxh - m1 - xh * m2);                          // d(Eq. 1)/dx
     }
 }
@@ -155,9 +137,7 @@ extern "C" __global__ void group_norm_backward_input(
 extern "C" __global__ void group_norm_backward_params_naive(
         const float* __restrict__ dy, const float* __restrict__ x,
         const float* __restrict__ mean, const float* __restrict__ rstd,
-        const float* __restrict__ gamma, const float* __restrict__ beta,
-        float* __restrict__ dgamma, float* __restrict__ dbeta, int N, int C, int HW, int G,
-        int silu) {
+        float* __restrict__ dgamma, float* __restrict__ dbeta, int N, int C, int HW, int G) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c < C) {
         int g = c / (C / G);
@@ -167,9 +147,8 @@ extern "C" __global__ void group_norm_backward_params_naive(
             for (int j = 0; j < HW; j++) {
                 long long k = ((long long)n * C + c) * HW + j;
                 float xh = (x[k] - mu) * r;                               // Wu & He, Eq. 1
-                float dz = grad_z(dy[k], xh, gamma[c], beta[c], silu);
-                sg += dz * xh;                                            // d(Eq. 4)/dgamma
-                sb += dz;                                                 // d(Eq. 4)/dbeta
+                sg += dy[k] * xh;                                         // d(Eq. 4)/dgamma
+                sb += dy[k];                                              // d(Eq. 4)/dbeta
             }
         }
         dgamma[c] = sg;
@@ -180,9 +159,7 @@ extern "C" __global__ void group_norm_backward_params_naive(
 extern "C" __global__ void group_norm_backward_params(
         const float* __restrict__ dy, const float* __restrict__ x,
         const float* __restrict__ mean, const float* __restrict__ rstd,
-        const float* __restrict__ gamma, const float* __restrict__ beta,
-        float* __restrict__ dgamma, float* __restrict__ dbeta, int N, int C, int HW, int G,
-        int silu) {
+        float* __restrict__ dgamma, float* __restrict__ dbeta, int N, int C, int HW, int G) {
     __shared__ float scratch[32];
     int c = blockIdx.x;                                 // one block per channel
     if (c >= C) return;                                 // uniform over the block
@@ -192,9 +169,8 @@ extern "C" __global__ void group_norm_backward_params(
         int n = k / HW;
         long long e = ((long long)n * C + c) * HW + k % HW;
         float xh = (x[e] - mean[n * G + g]) * rstd[n * G + g];            // Wu & He, Eq. 1
-        float dz = grad_z(dy[e], xh, gamma[c], beta[c], silu);
-        sg += dz * xh;                                                    // d(Eq. 4)/dgamma
-        sb += dz;                                                         // d(Eq. 4)/dbeta
+        sg += dy[e] * xh;                                                 // d(Eq. 4)/dgamma
+        sb += dy[e];                                                      // d(Eq. 4)/dbeta
     }
     sg = block_sum(sg, scratch);
     sb = block_sum(sb, scratch);

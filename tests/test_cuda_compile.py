@@ -32,6 +32,7 @@ CUPY_OPTIONS = ("-ftz=true",)                 # CuPy adds this to every RawModul
 REGISTER_FILE = 65536                         # 32-bit registers per SM, sm_75 to sm_90
 STATIC_SMEM_LIMIT = 48 * 1024                 # without cudaFuncSetAttribute opt-in
 FILES = sorted(cuda.KERNELS)
+MODULES = sorted(Path(cuda.__file__).parent.glob("*.py"))     # minidiff/cuda/*.py
 CI_MAJORS = (12, 13)                          # CI compiles with both
 INSTALL = "pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvrtc"
 
@@ -170,23 +171,41 @@ def test_every_kernel_file_is_registered():
     assert on_disk == FILES
 
 
+def launch_calls(path):
+    """Every `cuda._launch(...)` (or bare `_launch(...)`) call in one module's syntax tree."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if name == "_launch":
+                yield node
+
+
 def test_launch_calls_name_exactly_the_registered_kernels():
-    """Every _launch("file.cu", "name", ...) in minidiff/cuda.py, read from its syntax tree,
-    names a registered kernel, and every registered kernel is launched somewhere."""
-    tree = ast.parse(Path(cuda.__file__).read_text())
+    """Every _launch("file.cu", "name", ...) in minidiff/cuda/, read from the syntax trees,
+    names a registered kernel from the module of its topic (file.cu from file.py), and every
+    registered kernel is launched somewhere."""
     launched = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_launch":
+    for path in MODULES:
+        for node in launch_calls(path):
+            where = f"{path.name}:{node.lineno}"
             f, k = node.args[:2]
             assert isinstance(f, ast.Constant) and isinstance(k, ast.Constant), \
-                f"line {node.lineno}: _launch must name its file and kernel literally"
+                f"{where}: _launch must name its file and kernel literally"
+            assert f.value == f"{path.stem}.cu", \
+                f"{where}: launches {k.value!r} of {f.value}, which belongs in {f.value[:-3]}.py"
             launched.add((f.value, k.value))
     registered = {(f, k) for f, ks in cuda.KERNELS.items() for k in ks}
     assert launched == registered, (f"launched, not registered: {launched - registered}; "
                                     f"registered, never launched: {registered - launched}")
 
 
-def test_lines_are_at_most_100_characters():
+def test_lines_are_at_most_100_characters_and_modules_at_most_400_lines():
     for f in FILES:
         for i, line in enumerate(cuda.source(f).splitlines(), 1):
             assert len(line) <= 100, f"{f}:{i} has {len(line)} characters"
+    for path in MODULES:
+        lines = path.read_text().splitlines()
+        assert len(lines) <= 400, f"minidiff/cuda/{path.name} has {len(lines)} lines"
+        for i, line in enumerate(lines, 1):
+            assert len(line) <= 100, f"minidiff/cuda/{path.name}:{i} has {len(line)} characters"

@@ -1,5 +1,5 @@
 """kernels/diffusion.cu through minidiff.cuda, against float64 NumPy written from the papers'
-equations (Ho et al. 2020, Eq. 4, 6-7, 11, Algorithm 2; Song et al. 2021, Eq. 12, 16)."""
+equations (Ho et al. 2020, Eq. 4, 6-7, Algorithm 2; Song et al. 2021, Eq. 12, 16)."""
 import re
 
 import numpy as np
@@ -87,49 +87,33 @@ def test_posterior_mean(runner, case):
                  what="posterior_mean")
 
 
-def reverse_step_ref(out, x_t, t, z, s, param, clip, sigma):
-    """Algorithm 2 in float64, as in Ho et al.'s code; with each result's error bound."""
-    out, x_t, z = (a.astype(np.float64) for a in (out, x_t, z))
+def reverse_step_ref(x0, x_t, t, z, s, clip, sigma):
+    """Algorithm 2 in float64 from the model's x0^, as in Ho et al.'s code; with its error
+    bound."""
+    x0, x_t, z = (a.astype(np.float64) for a in (x0, x_t, z))
     c = {k: per_sample(v.astype(np.float64), t, x_t) for k, v in s.items()}
-    if param == "mu":
-        mean, err_mean = out, 0.0
-        x0 = (out - c["coef2"] * x_t) / c["coef1"]                    # Eq. 7 solved for x0
-        err_x0 = C * EPS * (np.abs(out) + np.abs(c["coef2"] * x_t)) / c["coef1"]
-    else:
-        if param == "eps":
-            x0 = c["sqrt_recip_abar"] * x_t - c["sqrt_recipm1_abar"] * out   # Eq. 4 for x0
-            err_x0 = C * EPS * (np.abs(c["sqrt_recip_abar"] * x_t)
-                                + np.abs(c["sqrt_recipm1_abar"] * out))
-        else:
-            x0, err_x0 = out, 0.0
-        x0 = np.clip(x0, -1, 1) if clip else x0                       # Sec. 3.3
-        mean = c["coef1"] * x0 + c["coef2"] * x_t                     # Eq. 7
-        err_mean = C * EPS * (np.abs(c["coef1"] * x0) + np.abs(c["coef2"] * x_t)) \
-            + c["coef1"] * err_x0
-    if param == "mu" and clip:
-        x0 = np.clip(x0, -1, 1)
+    x0 = np.clip(x0, -1, 1) if clip else x0                           # Sec. 3.3
+    mean = c["coef1"] * x0 + c["coef2"] * x_t                         # Eq. 7
+    err_mean = C * EPS * (np.abs(c["coef1"] * x0) + np.abs(c["coef2"] * x_t))
     std = (t.reshape(c[sigma].shape) > 0) * c[sigma]                  # Algorithm 2, line 3
     x_prev = mean + std * z                                           # Algorithm 2, line 4
-    return x_prev, x0, err_mean + C * EPS * (np.abs(mean) + np.abs(std * z)), err_x0
+    return x_prev, err_mean + C * EPS * (np.abs(mean) + np.abs(std * z))
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-@given(case=step_case(), param=st.sampled_from(["eps", "x0", "mu"]), clip=st.booleans(),
-       sigma=st.sampled_from(["sigma_small", "sigma_large"]))
-def test_reverse_step(runner, case, param, clip, sigma):
+@given(case=step_case(), clip=st.booleans(), sigma=st.sampled_from(["sigma_small",
+                                                                     "sigma_large"]))
+def test_reverse_step(runner, case, clip, sigma):
     B, dims, T, t, rng = case
     s = {k: v.astype(np.float32) for k, v in schedule(T).items()}
-    out, x_t, z = f32(*(rng.standard_normal((B, *dims)) for _ in range(3)))
-    want_prev, want_x0, err_prev, err_x0 = reverse_step_ref(out, x_t, t, z, s, param, clip,
-                                                            sigma)
+    x0, x_t, z = f32(*(rng.standard_normal((B, *dims)) for _ in range(3)))   # x0^ beyond +-1
+    want_prev, err_prev = reverse_step_ref(x0, x_t, t, z, s, clip, sigma)
     with on(runner) as dev:
-        kw = {k: dev.put(s[k])[0] for k in ("sqrt_recip_abar", "sqrt_recipm1_abar", "coef1",
-                                            "coef2")}
+        kw = {k: dev.put(s[k])[0] for k in ("coef1", "coef2")}
         sigma_b = dev.put(s[sigma][t])[0]                             # sigma_t per sample
-        got_prev, got_x0 = dev.get(cuda.reverse_step(*dev.put(out, x_t, t, z), param=param,
-                                                     clip=clip, sigma=sigma_b, **kw))
-    assert_close(got_x0, want_x0, atol=err_x0, rtol=RTOL, what=f"x0^ ({param})")
-    assert_close(got_prev, want_prev, atol=err_prev, rtol=RTOL, what=f"x_prev ({param})")
+        got = dev.get(cuda.reverse_step(*dev.put(x0, x_t, t, z), clip=clip, sigma=sigma_b,
+                                        **kw))                        # as diffusion/ calls it
+    assert_close(got, want_prev, atol=err_prev, rtol=RTOL, what="x_prev")
 
 
 def ddim_ref(out, x_t, t, t_prev, z, abar, param, clip, eta):
@@ -178,10 +162,9 @@ def test_ddim_step(runner, case, param, clip, eta, skip):
 
 
 def test_param_codes_match_the_kernel_source():
-    src = cuda.source("diffusion.cu")
-    for name, code in cuda.PARAMS.items():
-        m = re.search(rf"#define PARAM_{name.upper()} (\d+)", src)
-        assert m and int(m.group(1)) == code, f"PARAM_{name.upper()} in diffusion.cu != {code}"
+    defined = dict(re.findall(r"#define PARAM_(\w+) (\d+)", cuda.source("diffusion.cu")))
+    assert {k.lower(): int(v) for k, v in defined.items()} == cuda.PARAMS, \
+        f"PARAM_* in diffusion.cu {defined} != cuda.PARAMS {cuda.PARAMS}"
 
 
 def test_rejects_bad_arguments():
@@ -194,11 +177,8 @@ def test_rejects_bad_arguments():
             cuda.q_sample(x, x, np.array([0, 5]), buf, buf)
         with pytest.raises(ValueError, match="shape"):
             cuda.q_sample(x, x[:1], np.array([0, 1]), buf, buf)
-        with pytest.raises(ValueError, match="param"):
-            cuda.reverse_step(x, x, np.array([0, 1]), x, param="v", clip=True,
-                              sqrt_recip_abar=buf, sqrt_recipm1_abar=buf, coef1=buf,
-                              coef2=buf, sigma=buf[:2])
         with pytest.raises(ValueError, match="one per sample"):
-            cuda.reverse_step(x, x, np.array([0, 1]), x, param="eps", clip=True,
-                              sqrt_recip_abar=buf, sqrt_recipm1_abar=buf, coef1=buf,
-                              coef2=buf, sigma=buf)
+            cuda.reverse_step(x, x, np.array([0, 1]), x, clip=True, coef1=buf, coef2=buf,
+                              sigma=buf)
+        with pytest.raises(ValueError, match="param"):
+            cuda.ddim_step(x, x, np.array([0, 1]), np.array([-1, 0]), x, buf, param="mu")

@@ -87,16 +87,17 @@ def test_shapes_that_do_not_match(d):
         d.q_sample(np.float32(1.0), 0)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"parameterization": "score"}, "parameterization: must be one of ['eps', 'mu', 'v', 'x0'], "
-                                    "got 'score'"),
-    ({"variance": "learned"}, "variance: must be one of"),
-    ({"loss": "l1"}, "loss: must be one of ['hybrid', 'kl', 'mu_mse', 'simple'], got 'l1'"),
-    ({"mu_mse_weight": "snr"}, "mu_mse_weight: must be one of ['bound', 'none'], got 'snr'"),
+@pytest.mark.parametrize("kwargs, fragment", [     # the choices in validate.check_choice's words
+    ({"parameterization": "score"}, "parameterization: got 'score', allowed: eps, x0, mu, v"),
+    ({"variance": "learned"}, "variance: got 'learned', allowed: fixed_large, fixed_small, "
+                              "learned_range"),
+    ({"loss": "l1"}, "loss: got 'l1', allowed: simple, mu_mse, kl, hybrid"),
+    ({"mu_mse_weight": "snr"}, "mu_mse_weight: got 'snr', allowed: none, bound"),
     ({"variance": "learned_range"}, "loss: 'simple' does not train the variance"),
     ({"loss": "hybrid"}, "loss: 'hybrid' trains a learned variance"),
-    ({"dtype": np.float16}, "dtype: must be float32 or float64, got float16"),
-    ({"hybrid_lambda": -1.0}, "hybrid_lambda: must be >= 0, got -1.0"),
+    ({"dtype": np.float16}, "dtype: got 'float16', allowed: float32, float64"),
+    ({"hybrid_lambda": -1.0}, "hybrid_lambda: must be a finite number in [0, inf], got -1.0"),
+    ({"hybrid_lambda": float("inf")}, "hybrid_lambda: must be a finite number"),
 ])
 def test_bad_constructor_arguments(kwargs, fragment):
     with pytest.raises(ValueError) as e:

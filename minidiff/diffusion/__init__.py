@@ -1,13 +1,19 @@
 """The diffusion math of Ho et al. 2020, with DDIM and flow matching beside it.
 
     schedules.py            β_t schedules (float64) and their checks
-    gaussian_diffusion.py   GaussianDiffusion: q_*, p_*, training_losses, samplers (Alg. 1-2)
+    gaussian_diffusion.py   GaussianDiffusion: q_*, p_*, training_losses, p_sample
+                            (Ho et al. 2020, Algorithm 1 and one step of Algorithm 2)
+    conversions.py          x̂0, ε, μ_θ and v from one another (Ho et al. 2020, Eq. 4, 7, 11,
+                            15; Salimans & Ho 2022)
+    sampling.py             the loop of Ho et al. 2020, Alg. 2, from x_T down to x_0
     parameterizations.py    ε | x0 | μ | v: network output → x̂0, μ_θ, and the L_simple target
     variances.py            fixed_large | fixed_small | learned_range: σ_t² of p_θ
-    losses.py               simple (Eq. 14) | mu_mse (Eq. 8) | kl (Eq. 5) | hybrid
-    likelihood.py           normal_kl, discretized decoder (Eq. 13), bits/dim
+    losses.py               simple | mu_mse | kl | hybrid (Ho et al. 2020, Eq. 14, 8, 5;
+                            Nichol & Dhariwal 2021, Eq. 16)
+    likelihood.py           normal_kl, discretized decoder (Ho et al. 2020, Eq. 13), bits/dim
     ddim.py                 DDIM sampling over timestep subsequences (Song et al. 2021)
     flow_matching.py        the straight-path flow matching loss and Euler sampler
+                            (Lipman et al. 2023)
 
 Time arrays are 0-based, as in Ho et al.'s code: index t holds the paper's step t+1.
 """

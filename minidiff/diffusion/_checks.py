@@ -1,7 +1,8 @@
-"""Input checks shared by the diffusion code.
+"""The array checks of the diffusion code's public entry points.
 
 Each check turns a user's input into the array the math expects, or raises a ValueError that
-names the argument, the value it got and what is allowed.
+names the argument, the value it got and what is allowed. Scalar arguments are checked by
+minidiff/validate.py. Only public methods call these: the package's own calls skip them.
 """
 import numbers
 
@@ -63,9 +64,3 @@ def as_timesteps(t, num_timesteps, batch, name="t"):
         raise ValueError(f"{name}: indices must lie in [0, {num_timesteps - 1}] (0-based: index "
                          f"t is the paper's step t+1), got min {lo}, max {hi}")
     return t.astype(xp.int64)
-
-
-def check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}: must be one of {sorted(allowed)}, got {value!r}")
-    return allowed[value]

@@ -1,4 +1,4 @@
-"""Flow matching on the straight path from data to noise (Lipman et al. 2022, §4.1).
+"""Flow matching on the straight path from data to noise (Lipman et al. 2023, §4.1).
 
     x(t) = (1 - t) x0 + t x1,   x1 ~ N(0, I),   t in [0, 1]       the path
     dx/dt = x1 - x0                                              its velocity, the target
@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor, no_grad
+from ..validate import check_int
 from ._checks import as_data, check_batch, check_same_shape
 from .likelihood import mean_flat
 
@@ -33,18 +34,18 @@ def _times(t, batch, dtype):
 
 
 def flow_path(x0, x1, t):
-    """x(t) = (1 - t) x0 + t x1, per example (Lipman et al. 2022, §4.1, σ_min = 0)."""
+    """x(t) = (1 - t) x0 + t x1, per example (Lipman et al. 2023, §4.1, σ_min = 0)."""
     t = t.reshape((-1,) + (1,) * (x0.ndim - 1))                            # (B, 1, ...)
     return x0 * (1.0 - t) + x1 * t                                          # the straight path
 
 
 def flow_velocity_target(x0, x1):
-    """dx/dt = x1 - x0, the same at every t on the straight path (Lipman et al. 2022, §4.1)."""
+    """dx/dt = x1 - x0, the same at every t on the straight path (Lipman et al. 2023, §4.1)."""
     return x1 - x0
 
 
 def flow_matching_loss(model, x0, t=None, noise=None, dtype=None):
-    """‖v_θ(x(t), t) - (x1 - x0)‖² averaged over dims, a Tensor (B,) (Lipman et al., §4.1).
+    """‖v_θ(x(t), t) - (x1 - x0)‖² averaged over dims, a Tensor (B,) (Lipman et al. 2023, §4.1).
 
     t ~ U[0, 1] and x1 = noise ~ N(0, I) are drawn unless given.
     """
@@ -69,8 +70,7 @@ def flow_matching_loss(model, x0, t=None, noise=None, dtype=None):
 def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float32):
     """Integrate dx/dt = v_θ(x, t) from t = 1 (x1 ~ N(0, I), or the given x1) to t = 0 with
     `num_steps` Euler steps: x ← x - Δt · v_θ(x, t), Δt = 1/num_steps."""
-    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ValueError(f"num_steps: must be an int >= 1, got {num_steps!r}")
+    num_steps = check_int("num_steps", num_steps, 1)
     dtype = np.dtype(dtype)
     if x1 is None:
         if shape is None:

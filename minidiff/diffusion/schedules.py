@@ -7,9 +7,10 @@ through `check_betas`, so a bad one fails here with a clear message, not later a
     betas = get_beta_schedule("cosine", 100)               # Nichol & Dhariwal 2021, Eq. 17
 """
 import math
-import numbers
 
 import numpy as np
+
+from ..validate import check_choice, check_int, check_number
 
 
 def check_betas(betas):
@@ -30,36 +31,27 @@ def check_betas(betas):
     return b
 
 
-def _check_num_timesteps(num_timesteps):
-    if (not isinstance(num_timesteps, numbers.Integral) or isinstance(num_timesteps, bool)
-            or num_timesteps < 1):
-        raise ValueError(f"num_timesteps: must be an int >= 1, got {num_timesteps!r}")
-    return int(num_timesteps)
-
-
 def _check_beta(name, value):
-    if not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ValueError(f"{name}: must be a number strictly inside (0, 1), got {value!r}")
-    return float(value)
+    return check_number(name, value, 0, 1, lo_open=True, hi_open=True)     # strictly in (0, 1)
 
 
 def linear_beta_schedule(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
     """β_t rising linearly from beta_start to beta_end (Ho et al. 2020, §4: 1e-4 → 0.02)."""
-    T = _check_num_timesteps(num_timesteps)
+    T = check_int("num_timesteps", num_timesteps, 1)
     b0, b1 = _check_beta("beta_start", beta_start), _check_beta("beta_end", beta_end)
     return check_betas(np.linspace(b0, b1, T))                      # Ho et al. 2020, §4
 
 
 def quadratic_beta_schedule(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
     """√β_t rising linearly ('quad' in Ho et al. 2020's code)."""
-    T = _check_num_timesteps(num_timesteps)
+    T = check_int("num_timesteps", num_timesteps, 1)
     b0, b1 = _check_beta("beta_start", beta_start), _check_beta("beta_end", beta_end)
     return check_betas(np.linspace(b0 ** 0.5, b1 ** 0.5, T) ** 2)  # Ho et al. 2020, code
 
 
 def sigmoid_beta_schedule(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
     """β_t following a sigmoid from beta_start to beta_end (Xu et al. 2022, GeoDiff's code)."""
-    T = _check_num_timesteps(num_timesteps)
+    T = check_int("num_timesteps", num_timesteps, 1)
     b0, b1 = _check_beta("beta_start", beta_start), _check_beta("beta_end", beta_end)
     s = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, T)))          # sigmoid on [-6, 6]
     return check_betas(b0 + (b1 - b0) * s)                          # Xu et al. 2022 (GeoDiff)
@@ -67,21 +59,29 @@ def sigmoid_beta_schedule(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
 
 def constant_beta_schedule(num_timesteps=1000, beta=0.02):
     """β_t = beta at every step ('const' in Ho et al. 2020's code)."""
-    T = _check_num_timesteps(num_timesteps)
+    T = check_int("num_timesteps", num_timesteps, 1)
     return check_betas(np.full(T, _check_beta("beta", beta)))
 
 
 def cosine_beta_schedule(num_timesteps=1000, s=0.008, max_beta=0.999):
     """ᾱ_t follows a squared cosine; β_t is clipped at max_beta (Nichol & Dhariwal 2021, §3.2)."""
-    T = _check_num_timesteps(num_timesteps)
-    if not isinstance(s, numbers.Real) or not 0 <= s < 1:
-        raise ValueError(f"s: the cosine offset must lie in [0, 1), got {s!r}")
+    T = check_int("num_timesteps", num_timesteps, 1)
+    s = check_number("s", s, 0, 1, hi_open=True)                   # the offset, in [0, 1)
     max_beta = _check_beta("max_beta", max_beta)
-    steps = np.arange(T + 1, dtype=np.float64) / T                  # t/T for t = 0 … T
-    f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2            # Nichol & Dhariwal, Eq. 17
-    alphas_cumprod = f / f[0]                                       # ᾱ_t = f(t)/f(0), Eq. 17
-    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]            # β_t = 1 - ᾱ_t/ᾱ_{t-1}
-    return check_betas(np.minimum(betas, max_beta))                 # clipped, §3.2
+    steps = np.arange(T + 1, dtype=np.float64) / T            # t/T for t = 0 … T
+    f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2      # Nichol & Dhariwal 2021, Eq. 17
+    alphas_cumprod = f / f[0]                                 # ᾱ_t = f(t)/f(0), the same
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]      # β_t = 1 - ᾱ_t/ᾱ_{t-1}
+    return check_betas(np.minimum(betas, max_beta))           # Nichol & Dhariwal 2021, §3.2
+
+
+SCHEDULES = {
+    "linear": linear_beta_schedule,
+    "quadratic": quadratic_beta_schedule,
+    "sigmoid": sigmoid_beta_schedule,
+    "constant": constant_beta_schedule,
+    "cosine": cosine_beta_schedule,
+}
 
 
 def get_beta_schedule(name, num_timesteps=1000, **kwargs):
@@ -90,13 +90,4 @@ def get_beta_schedule(name, num_timesteps=1000, **kwargs):
     Keyword arguments go to the schedule's function (beta_start, beta_end, beta, s, max_beta).
     A user-given array of β needs no name: pass it to GaussianDiffusion, or to check_betas.
     """
-    schedules = {
-        "linear": linear_beta_schedule,
-        "quadratic": quadratic_beta_schedule,
-        "sigmoid": sigmoid_beta_schedule,
-        "constant": constant_beta_schedule,
-        "cosine": cosine_beta_schedule,
-    }
-    if name not in schedules:
-        raise ValueError(f"name: schedule must be one of {sorted(schedules)}, got {name!r}")
-    return schedules[name](num_timesteps, **kwargs)
+    return check_choice("name", name, SCHEDULES)(num_timesteps, **kwargs)

@@ -1,4 +1,4 @@
-"""The variance Σ_θ(x_t, t) = σ_t² I of the reverse step p_θ(x_{t-1} | x_t) (Ho et al., Eq. 1).
+"""The variance Σ_θ(x_t, t) = σ_t² I of p_θ(x_{t-1} | x_t) (Ho et al. 2020, Eq. 1).
 
 Each choice is a function (diffusion, var_out, t, shape) -> (variance, log_variance), picked
 once when GaussianDiffusion is built. var_out is the second half of the network's channels for
@@ -26,7 +26,7 @@ def _fixed_large(d, var_out, t, shape):
 
 
 def _fixed_small(d, var_out, t, shape):
-    # σ_t² = β̃_t (Ho et al. 2020, §3.2, Eq. 7); its log is clipped at index 0, where β̃ = 0.
+    # σ_t² = β̃_t (Ho et al. 2020, §3.2 and Eq. 7); its log is clipped at index 0, where β̃ = 0.
     return (d.extract(d.posterior_variance, t, shape),
             d.extract(d.posterior_log_variance_clipped, t, shape))
 
