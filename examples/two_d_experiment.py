@@ -24,7 +24,8 @@ import time
 
 from minidiff import data, viz
 from minidiff.cli import limit_blas_threads, scatter_outputs
-from minidiff.train import NonFiniteLoss, Trainer, TrainConfig, distances_2d, format_distances
+from minidiff.metrics import format_distances
+from minidiff.train import NonFiniteLoss, Trainer, TrainConfig, distances_2d
 
 
 def config(kind, timesteps, mu_weight, seed, steps, out_dir):

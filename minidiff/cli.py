@@ -20,10 +20,13 @@ import time
 
 import numpy as np
 
-from . import backend, data, viz
+from . import backend, demo, viz
+from .config import TrainConfig
+from .datakinds import DATA_KINDS
 from .diffusion import calc_bpd_loop
-from .train import (CHOICES, IMAGE_DATA, INT_RANGES, TWO_D, NonFiniteLoss, Trainer, TrainConfig,
-                    distances_2d, format_distances)
+from .diffusion.variances import VARIANCES
+from .metrics import format_distances
+from .train import NonFiniteLoss, Trainer, distances_2d
 
 # ------------------------------------------------------------------------------ argument types
 
@@ -61,59 +64,30 @@ def float_in(lo, hi=math.inf, lo_open=False, hi_open=False):
     return parse
 
 
-# One help line per TrainConfig field: `minidiff train --help` documents every flag.
-TRAIN_HELP = {
-    "data": "training data: a 2-D set, 'picture' (dark pixels of a picture become points), "
-            "'digits' (scikit-learn's, 16x16), 'mnist' (an IDX file) or 'folder' (images)",
-    "data_path": "the picture (if not given: the shipped mascot), the IDX file or the image "
-                 "folder",
-    "n_points": "number of points in a 2-D data set",
-    "image_size": "images are resized and centre-cropped to this size (mnist, folder)",
-    "channels": "image channels for 'folder': 1 (grey) or 3 (RGB)",
-    "flip": "random horizontal flips of the training images",
-    "model": "the network: 'mlp' for 2-D data, or a U-Net preset for images",
-    "hidden": "MLP width",
-    "depth": "MLP hidden layers",
-    "time_dim": "MLP sinusoidal timestep-embedding size (even)",
-    "dropout": "U-Net dropout probability (Ho et al.: 0.1 on CIFAR-10)",
-    "timesteps": "T, the number of diffusion steps (Ho et al.: 1000)",
-    "schedule": "β schedule; the β-range ones are Ho et al.'s 1e-4 -> 0.02 scaled by 1000/T",
-    "parameterization": "what the network predicts: eps (Ho et al. Eq. 11), x0, mu (the "
-                        "posterior mean) or v",
-    "loss": "simple: L_simple (Eq. 14); mu_mse: ||mu~ - mu_theta||^2 (needs "
-            "--parameterization mu); kl: the true bound's terms (Eq. 5)",
-    "mu_mse_weight": "for --loss mu_mse: none (the unweighted MSE) or bound (the 1/(2 sigma_t^2)"
-                     " weight of Eq. 8)",
-    "variance": "sigma_t^2 of the reverse process: fixed_large (beta_t) or fixed_small "
-                "(beta~_t)",
-    "steps": "train until this step (a resumed run may raise it)",
-    "batch_size": "examples per step",
-    "optimizer": "adam, or adamw (decoupled weight decay)",
-    "lr": "learning rate (after warm-up)",
-    "weight_decay": "weight decay (AdamW: decoupled; Adam: L2)",
-    "warmup": "linear learning-rate warm-up steps (Ho et al.: 5000)",
-    "grad_clip": "clip the global gradient norm to this (Ho et al.: 1.0)",
-    "ema_decay": "EMA decay of the weights used for sampling (warmed up as "
-                 "min(d, (1+k)/(10+k)))",
-    "seed": "seed of every random draw (data set, init, batches, noise)",
-    "out_dir": "the run's folder: checkpoint.npz, log.csv, loss.png, samples",
-    "ckpt_every": "write a checkpoint (atomically) every this many steps, and at the end",
-    "sample_every": "draw a sample picture from the EMA weights every this many steps "
-                    "(0: only at the end)",
-    "n_samples": "points (2-D) or images (at most 64) in each sample picture",
-    "log_every": "write a row of log.csv every this many steps",
-}
-
-TRAIN_TYPES = {
-    **{name: int_at_least(lo, hi) for name, (lo, hi) in INT_RANGES.items()},
-    "lr": float_in(0, lo_open=True), "weight_decay": float_in(0),
-    "grad_clip": float_in(0, lo_open=True), "ema_decay": float_in(0, 1, hi_open=True),
-    "dropout": float_in(0, 1, hi_open=True), "channels": int,
-}
-
-
 def flag(name):
     return "--" + name.replace("_", "-")
+
+
+def add_config_flags(p):
+    """One flag per TrainConfig field, its type, allowed values and help read from the field
+    (minidiff/config.py), so the flags and validate() cannot disagree."""
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        meta, default = f.metadata, getattr(defaults, f.name)
+        help_text = meta["help"] + (f" (default: {default!r})" if default != "" else "")
+        if isinstance(default, bool):
+            p.add_argument(flag(f.name), action="store_true", help=help_text)
+        elif meta["choices"] is not None:
+            p.add_argument(flag(f.name), choices=meta["choices"], default=default,
+                           type=type(meta["choices"][0]), help=help_text)
+        elif meta["range"] is not None:
+            p.add_argument(flag(f.name), type=int_at_least(*meta["range"]), default=default,
+                           help=help_text)
+        elif meta["number"] is not None:
+            p.add_argument(flag(f.name), type=float_in(**meta["number"]), default=default,
+                           help=help_text)
+        else:
+            p.add_argument(flag(f.name), default=default, help=help_text)
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -238,7 +212,7 @@ def cmd_train(args):
     if not args.quiet:
         print(f"trained to step {trainer.step} in {time.perf_counter() - t0:.1f} s; "
               f"{cfg.out_dir}: checkpoint.npz, log.csv, loss.png, samples.png")
-        if cfg.data in TWO_D:
+        if not trainer.kind.images:
             x, _ = trainer.sample(2000)
             print(f"2000 EMA samples vs {cfg.data}: "
                   + format_distances(distances_2d(x, cfg)))
@@ -263,7 +237,7 @@ def cmd_sample(args):
         args.parser.error(f"--ddim-steps: must be at most the run's T = {cfg.timesteps}, "
                           f"got {args.ddim_steps}")
     backend.manual_seed(args.seed)
-    n = args.n or (2000 if cfg.data in TWO_D else 64)
+    n = args.n or trainer.kind.n_pictured
     out = args.out or os.path.join(cfg.out_dir, "sample.png")
     if not out.lower().endswith(".png"):
         args.parser.error(f"--out: must be a .png path, got {out!r}")
@@ -279,7 +253,7 @@ def cmd_sample(args):
     weights = "raw" if args.no_ema else "EMA"
     print(f"{n} samples ({how}, {weights} weights) in {dt:.1f} s -> {out}"
           + (f", {gif}" if gif else ""))
-    if cfg.data in TWO_D:
+    if not trainer.kind.images:
         scatter_outputs(trainer, x, trajectory, out, gif, f"{cfg.data}: {how}")
         print(format_distances(distances_2d(x, cfg)))
     else:
@@ -293,23 +267,15 @@ def cmd_nll(args):
     trainer = load_run(args)
     set_threads(args, trainer.cfg.model == "mlp")
     cfg = trainer.cfg
-    if cfg.data not in IMAGE_DATA:
+    if not trainer.kind.images:
+        images = ", ".join(k for k, kind in DATA_KINDS.items() if kind.images)
         fail(f"--run {args.run}: nll measures bits/dim of 8-bit images; this run's data is "
-             f"{cfg.data!r} (allowed: {', '.join(IMAGE_DATA)})")
+             f"{cfg.data!r} (allowed: {images})")
+    if trainer.kind.needs_path and not args.data_path:
+        fail(f"--data-path: a {cfg.data} run needs held-out images (an IDX file or a "
+             "folder the run did not train on)")
     try:
-        if cfg.data == "digits":
-            x = data.load_digits(size=16, split="test")                     # (360, 1, 16, 16)
-            source = "the digits test split"
-        elif not args.data_path:
-            fail(f"--data-path: a {cfg.data} run needs held-out images (an IDX file or a "
-                 "folder the run did not train on)")
-        elif cfg.data == "mnist":
-            x, source = data.load_mnist_images(args.data_path, size=cfg.image_size), \
-                args.data_path
-        else:
-            folder = data.ImageFolder(args.data_path, cfg.image_size, channels=cfg.channels,
-                                      flip=False)
-            x, source = folder.batch(np.arange(len(folder))), args.data_path
+        x, source = trainer.kind.heldout(cfg, args.data_path)           # (N, C, H, W)
     except (ValueError, OSError, ImportError) as e:
         fail(f"--data-path: {describe(e) if isinstance(e, OSError) else e}")
     x = x[:args.n]
@@ -334,72 +300,6 @@ def cmd_nll(args):
           f"{'raw' if args.no_ema else 'EMA'} weights)")
 
 
-# ------------------------------------------------------------------------------ demo
-
-
-DEMO_MARK = ".minidiff-demo"      # marks a folder the demo made, so a rerun may replace it
-# Seconds per training step (batch 256) and per reverse step for 2000 points, fastest and
-# slowest seen on 2-core CPUs of the kind CI uses (whole demos of 109 s to 201 s).
-DEMO_TRAIN_STEP_S = (0.0033, 0.0065)
-DEMO_SAMPLE_STEP_S = (0.0075, 0.017)
-
-
-def demo_estimate(steps, timesteps, n):
-    """(fastest, slowest) seconds the demo should take: two sets, each trained then sampled."""
-    return tuple(2 * (steps * train + timesteps * n / 2000 * sample)
-                 for train, sample in zip(DEMO_TRAIN_STEP_S, DEMO_SAMPLE_STEP_S))
-
-
-def demo_folder(path):
-    """The demo's folder: new, empty, or one it made before; anything else is refused."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        fail(f"--out-dir {path}: is a file, not a folder; choose a folder for the pictures")
-    if os.path.isdir(path) and os.listdir(path) and \
-            not os.path.exists(os.path.join(path, DEMO_MARK)):
-        fail(f"--out-dir: {path} exists and was not made by the demo; choose another folder "
-             "(the demo would overwrite what is there)")
-    os.makedirs(path, exist_ok=True)                # an OSError here: main() names the flag
-    open(os.path.join(path, DEMO_MARK), "w").close()
-
-
-def cmd_demo(args):
-    """Ho et al.'s ε-prediction (L_simple, Eq. 14) on two 2-D sets: the swiss roll, and the
-    shipped picture as points (the 2-D experiment of the notes). Each is trained, sampled
-    with Algorithm 2, drawn and measured against its noise floor."""
-    set_device(args)
-    set_threads(args, mlp=True)
-    demo_folder(args.out_dir)
-    fastest, slowest = demo_estimate(args.steps, args.timesteps, args.n)
-    print(f"the demo trains and samples two 2-D sets: expect {fastest / 60:.1f} to "
-          f"{slowest / 60:.1f} minutes on 2 idle CPU cores", flush=True)
-    t_start = time.perf_counter()
-    panels, labels = [], []
-    for name in ("swiss_roll", "picture"):
-        cfg = TrainConfig(data=name, steps=args.steps, timesteps=args.timesteps,
-                          batch_size=256, lr=2e-3, warmup=100, ema_decay=0.995,
-                          seed=args.seed, ckpt_every=args.steps,
-                          out_dir=os.path.join(args.out_dir, name))
-        print(f"== {name}: an MLP predicting ε, {args.steps} steps at batch 256, "
-              f"T = {args.timesteps}", flush=True)
-        t0 = time.perf_counter()
-        trainer = Trainer(cfg, overwrite=True).run(final_samples=False)
-        t1 = time.perf_counter()
-        x, trajectory = trainer.sample(args.n, frames=50)               # Algorithm 2
-        t2 = time.perf_counter()
-        png, gif = (os.path.join(cfg.out_dir, f"samples.{ext}") for ext in ("png", "gif"))
-        scatter_outputs(trainer, x, trajectory, png, gif, f"{name}: {args.n} samples")
-        d = distances_2d(x, cfg)
-        print(f"   trained in {t1 - t0:.0f} s, sampled {args.n} points in {t2 - t1:.0f} s")
-        print(f"   {format_distances(d)}", flush=True)
-        panels.append(viz.scatter_plot(x, reference=trainer.data[:5000], lim=1.5, size=384,
-                                       title=f"{name}: SW {d['sw']:.3f} (floor "
-                                             f"{d['sw_floor']:.3f})"))
-        labels.append(name)
-    viz.side_by_side(panels, os.path.join(args.out_dir, "demo.png"))
-    print(f"demo done in {time.perf_counter() - t_start:.0f} s; pictures in {args.out_dir}/: "
-          "demo.png, */samples.png, */samples.gif (the reverse process), */loss.png")
-
-
 # ------------------------------------------------------------------------------ the parser
 
 
@@ -409,22 +309,11 @@ def build_parser():
         "2020) from scratch: train, sample, measure bits/dim, or run the 2-D demo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model (Algorithm 1)",
+    p = sub.add_parser("train", help="train a model (Ho et al. 2020, Algorithm 1)",
                        description="Train a denoiser (Ho et al. 2020, Algorithm 1) with "
                        "Adam(W), warm-up, gradient clipping and an EMA; checkpoints are exact, "
                        "so --resume continues a killed run bit for bit.")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        help_text = TRAIN_HELP[f.name] + (f" (default: {default!r})" if default != "" else "")
-        if f.type is bool or isinstance(default, bool):
-            p.add_argument(flag(f.name), action="store_true", help=help_text)
-        elif f.name in CHOICES:
-            p.add_argument(flag(f.name), choices=CHOICES[f.name], default=default,
-                           type=TRAIN_TYPES.get(f.name, str), help=help_text)
-        else:
-            p.add_argument(flag(f.name), type=TRAIN_TYPES.get(f.name, str), default=default,
-                           help=help_text)
+    add_config_flags(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its checkpoint (same config)")
     p.add_argument("--overwrite", action="store_true",
@@ -433,16 +322,17 @@ def build_parser():
     add_common(p)
     p.set_defaults(func=cmd_train, parser=p)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run (Algorithm 2 or DDIM)",
+    p = sub.add_parser("sample", help="draw samples (Ho et al. 2020, Algorithm 2, or DDIM)",
                        description="Draw samples from a run's checkpoint, with its EMA "
                        "weights unless --no-ema. 2-D runs give a scatter plot over the data "
                        "and print the sliced Wasserstein and MMD distances beside their noise "
                        "floors; image runs give a PNG grid.")
     p.add_argument("--run", required=True, help="a run folder (or its checkpoint.npz)")
     p.add_argument("--sampler", choices=("ancestral", "ddim"), default="ancestral",
-                   help="ancestral: Ho et al.'s Algorithm 2 over all T steps; ddim: Song et "
+                   help="ancestral: Ho et al. 2020's Algorithm 2 over all T steps; ddim: Song et "
                         "al.'s DDIM over --ddim-steps steps (default: ancestral)")
-    p.add_argument("--variance", choices=CHOICES["variance"], default=None,
+    p.add_argument("--variance", choices=[k for k, v in VARIANCES.items() if v.channels == 1],
+                   default=None,
                    help="sigma_t^2 for ancestral sampling: fixed_large (beta_t) or "
                         "fixed_small (beta~_t) (default: the run's)")
     p.add_argument("--ddim-steps", type=int_at_least(1), default=50,
@@ -480,22 +370,7 @@ def build_parser():
     add_common(p)
     p.set_defaults(func=cmd_nll, parser=p)
 
-    p = sub.add_parser("demo", help="the 2-D experiment on the CPU, in 1.5 to 3.5 minutes",
-                       description="The 2-D experiment: a swiss roll and the shipped picture "
-                       "turned into points, each learned by an MLP denoiser; then sampled, "
-                       "drawn (PNG and GIF of the reverse process) and measured against "
-                       "their noise floors.")
-    p.add_argument("--out-dir", default="demo_out",
-                   help="folder for the pictures (default: demo_out)")
-    p.add_argument("--steps", type=int_at_least(1), default=12000,
-                   help="training steps per model (default: 12000)")
-    p.add_argument("--timesteps", type=int_at_least(21), default=1000,
-                   help="T (default: 1000)")
-    p.add_argument("--n", type=int_at_least(2), default=2000,
-                   help="samples per model (default: 2000)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (default: 0)")
-    add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 1)")
-    p.set_defaults(func=cmd_demo, parser=p)
+    demo.add_parser(sub)
     return parser
 
 

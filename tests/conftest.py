@@ -31,7 +31,6 @@ def rng():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a real NVIDIA GPU with CuPy; skipped without")
-    config.addinivalue_line("markers", "slow: end-to-end runs of a minute or more")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from minidiff.cli import build_parser, main
-from minidiff.train import TrainConfig
+from minidiff.config import TrainConfig
 
 
 # Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
@@ -31,6 +31,29 @@ EXPECTED_FLAGS = {
             "--threads"},
     "demo": {"--out-dir", "--steps", "--timesteps", "--n", "--seed", "--device", "--threads"},
 }
+
+
+def test_train_flags_offer_exactly_the_config_fields_choices_and_the_registries():
+    by_flag = {a.option_strings[0]: a for a in subparser("train")._actions if a.option_strings}
+    registries = {   # written out here, the independent oracle
+        "schedule": {"linear", "quadratic", "sigmoid", "constant", "cosine"},
+        "parameterization": {"eps", "x0", "mu", "v"},
+        "loss": {"simple", "mu_mse", "kl", "hybrid"},
+        "variance": {"fixed_large", "fixed_small", "learned_range"},
+        "model": {"mlp", "tiny", "small", "cifar10"},
+        "channels": {1, 3},
+    }
+    for f in dataclasses.fields(TrainConfig):
+        action = by_flag["--" + f.name.replace("_", "-")]
+        assert f.metadata["help"] and action.help.startswith(f.metadata["help"]), f.name
+        if f.name in registries:
+            assert set(action.choices) == registries[f.name] == set(f.metadata["choices"])
+        if f.metadata["range"]:
+            lo, hi = f.metadata["range"]
+            assert action.type(str(lo)) == lo and action.type(str(hi)) == hi
+            for bad in (str(lo - 1), str(hi + 1)):
+                with pytest.raises(argparse.ArgumentTypeError):
+                    action.type(bad)
 
 
 def help_text(command, capsys):
@@ -168,7 +191,7 @@ def test_runtime_errors_name_the_flag(tiny_run, tmp_path, capsys):
 
 
 def test_demo_says_how_long_it_will_take_then_draws_both_sets(tmp_path, capsys):
-    from minidiff.cli import demo_estimate
+    from minidiff.demo import demo_estimate
     # closed form: 2 sets x (steps x seconds per step + T x n/2000 x seconds per reverse step)
     assert demo_estimate(12000, 1000, 2000) == pytest.approx((2 * (12000 * 0.0033 + 7.5),
                                                                2 * (12000 * 0.0065 + 17.0)))

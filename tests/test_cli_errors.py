@@ -1,6 +1,7 @@
 """Bad places and bad states reach the user as one line that names the flag and the path, with
 a non-zero exit and nothing lost; and a fuzz of every numeric flag."""
 import contextlib
+import dataclasses
 import errno
 import io
 import math
@@ -15,7 +16,8 @@ from PIL import Image
 from minidiff import cli
 from minidiff.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.cli import main
-from minidiff.train import INT_RANGES, ModelDiverged, Trainer
+from minidiff.config import TrainConfig
+from minidiff.train import ModelDiverged, Trainer
 
 from test_train import TINY, cli_args, tiny
 
@@ -154,7 +156,11 @@ def test_a_device_wish_that_cannot_be_met_fails_in_one_line_and_device_cpu_wins(
 
 
 # ------------------------------------------------------------------------------ numeric flags
-NUMERIC = sorted(INT_RANGES) + ["lr", "weight_decay", "grad_clip", "ema_decay", "dropout"]
+# Every numeric field of the config, and the int range the field itself declares.
+INT_RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(TrainConfig)
+              if f.metadata["range"]}
+NUMERIC = sorted(INT_RANGES) + sorted(f.name for f in dataclasses.fields(TrainConfig)
+                                      if f.metadata["number"])
 TEXT = st.one_of(
     st.integers(-10**20, 10**20).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),

@@ -13,7 +13,8 @@ import pytest
 
 from minidiff import rundir
 from minidiff.checkpoint import load_checkpoint
-from minidiff.train import NonFiniteLoss, Trainer, read_log_rows
+from minidiff.runlog import read_log_rows
+from minidiff.train import NonFiniteLoss, Trainer
 
 from test_train import TINY, cli_args, env, minidiff_cmd, tiny
 

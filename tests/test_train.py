@@ -15,7 +15,9 @@ import pytest
 
 from minidiff import backend
 from minidiff.checkpoint import load_checkpoint, save_checkpoint
-from minidiff.train import NonFiniteLoss, Trainer, TrainConfig, frame_indices, read_log_rows
+from minidiff.config import TrainConfig
+from minidiff.runlog import read_log_rows
+from minidiff.train import NonFiniteLoss, Trainer
 
 
 # Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
@@ -282,6 +284,11 @@ def test_sampling_draws_from_the_ema_and_restores_the_generator(tmp_path):
     ("mu_mse_weight", "bound", "mu_mse_weight: 'bound' only applies to loss='mu_mse'"),
     ("time_dim", 7, "time_dim: must be even"),
     ("warmup", -1, r"warmup: must be an int in \[0, 1000000000\], got -1"),
+    ("variance", "learned_range", "variance: 'learned_range' needs a network that also "
+                                  "predicts the variance"),
+    ("loss", "hybrid", "loss: 'hybrid' needs a network that also predicts the variance"),
+    ("channels", True, "channels: got True, allowed: 1, 3"),
+    ("data_path", 5, "data_path: must be a string, got 5"),
 ])
 def test_bad_config_values_are_refused_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -295,11 +302,3 @@ def test_mismatched_data_and_model_are_refused():
         TrainConfig(data="digits", model="mlp").validate()
     with pytest.raises(ValueError, match="data_path: data 'folder' needs a path"):
         TrainConfig(data="folder", model="tiny").validate()
-
-
-def test_gif_frames_include_both_ends_and_crowd_towards_x0():
-    for n_states, frames in ((1001, 50), (11, 5), (6, 50), (2, 2)):
-        idx = sorted(frame_indices(n_states, frames))
-        assert idx[0] == 0 and idx[-1] == n_states - 1 and len(idx) <= frames + 1
-        gaps = np.diff(idx)
-        assert (gaps > 0).all() and (np.diff(gaps) <= 0).all(), gaps   # never widening

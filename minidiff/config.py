@@ -1,0 +1,179 @@
+"""The training configuration: one source of truth.
+
+Every field of TrainConfig carries its default, its help text and what it allows (a range, or
+choices read from the registries that implement them). `validate()` checks those, then the
+rules that tie fields together. The CLI's `minidiff train` flags are generated from the same
+fields (minidiff/cli.py, `add_config_flags`), so the two can never disagree.
+
+    cfg = TrainConfig(data="swiss_roll", steps=2000, out_dir="runs/roll").validate()
+"""
+import dataclasses
+from dataclasses import dataclass
+
+from .datakinds import DATA_KINDS
+from .diffusion import get_beta_schedule
+from .diffusion.losses import LOSSES, MU_MSE_WEIGHTS
+from .diffusion.parameterizations import PARAMETERIZATIONS
+from .diffusion.schedules import SCHEDULES
+from .diffusion.variances import VARIANCES
+from .models.unet import PRESETS as UNET_PRESETS
+from .validate import check_bool, check_choice, check_int, check_number
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+def option(default, help, choices=None, range=None, number=None):
+    """A config field: its default, its help, and one of choices (names), range (ints: lo, hi)
+    or number (floats: dict(lo, hi, lo_open, hi_open) for check_number)."""
+    return dataclasses.field(default=default, metadata=dict(help=help, choices=choices,
+                                                            range=range, number=number))
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = option("swiss_roll", "training data: a 2-D set, 'picture' (dark pixels of a "
+                       "picture become points), 'digits' (scikit-learn's, 16x16), 'mnist' (an "
+                       "IDX file) or 'folder' (images)", choices=tuple(DATA_KINDS))
+    data_path: str = option("", "the picture (if not given: the shipped mascot), the IDX file "
+                            "or the image folder")
+    n_points: int = option(20000, "number of points in a 2-D data set",
+                           range=(2, 10_000_000))
+    image_size: int = option(16, "images are resized and centre-cropped to this size (mnist, "
+                             "folder)", range=(1, 1024))
+    channels: int = option(1, "image channels for 'folder': 1 (grey) or 3 (RGB)",
+                           choices=(1, 3))
+    flip: bool = option(False, "random horizontal flips of the training images")
+    # model
+    model: str = option("mlp", "the network: 'mlp' for 2-D data, or a U-Net preset for images",
+                        choices=("mlp",) + tuple(UNET_PRESETS))
+    hidden: int = option(256, "MLP width", range=(1, 65536))
+    depth: int = option(3, "MLP hidden layers", range=(1, 256))
+    time_dim: int = option(128, "MLP sinusoidal timestep-embedding size (even)",
+                           range=(4, 65536))
+    dropout: float = option(0.0, "U-Net dropout probability (Ho et al. 2020: 0.1 on CIFAR-10)",
+                            number=dict(lo=0, hi=1, hi_open=True))
+    # diffusion
+    timesteps: int = option(1000, "T, the number of diffusion steps (Ho et al. 2020: 1000)",
+                            range=(1, 100_000))
+    schedule: str = option("linear", "β schedule; the β-range ones are Ho et al. 2020's "
+                           "1e-4 -> 0.02, scaled by 1000/T", choices=tuple(SCHEDULES))
+    parameterization: str = option("eps", "what the network predicts: eps (Ho et al. 2020, "
+                                   "Eq. 11), x0, mu (the posterior mean) or v",
+                                   choices=tuple(PARAMETERIZATIONS))
+    loss: str = option("simple", "simple: L_simple (Ho et al. 2020, Eq. 14); mu_mse: "
+                       "||mu~ - mu_theta||^2 (needs --parameterization mu); kl: the bound's "
+                       "terms (Ho et al. 2020, Eq. 5); hybrid: simple + the bound for a "
+                       "learned variance",
+                       choices=tuple(LOSSES))
+    mu_mse_weight: str = option("none", "for --loss mu_mse: none (the unweighted MSE) or bound "
+                                "(the 1/(2 sigma_t^2) weight of Ho et al. 2020, Eq. 8)",
+                                choices=tuple(MU_MSE_WEIGHTS))
+    variance: str = option("fixed_large", "sigma_t^2 of the reverse process: fixed_large "
+                           "(beta_t), fixed_small (beta~_t), or learned_range",
+                           choices=tuple(VARIANCES))
+    # optimisation
+    steps: int = option(2000, "train until this step (a resumed run may raise it)",
+                        range=(1, 10**9))
+    batch_size: int = option(256, "examples per step", range=(1, 65536))
+    optimizer: str = option("adamw", "adam, or adamw (decoupled weight decay)",
+                            choices=OPTIMIZERS)
+    lr: float = option(1e-3, "learning rate (after warm-up)", number=dict(lo=0, lo_open=True))
+    weight_decay: float = option(0.0, "weight decay (AdamW: decoupled; Adam: L2)",
+                                 number=dict(lo=0))
+    warmup: int = option(0, "linear learning-rate warm-up steps (Ho et al. 2020: 5000)",
+                         range=(0, 10**9))
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (Ho et al. 2020: 1)",
+                              number=dict(lo=0, lo_open=True))
+    ema_decay: float = option(0.999, "EMA decay of the weights used for sampling (warmed up "
+                              "as min(d, (1+k)/(10+k)))", number=dict(lo=0, hi=1, hi_open=True))
+    seed: int = option(0, "seed of every random draw (data set, init, batches, noise)",
+                       range=(0, 2**63 - 1))
+    # bookkeeping
+    out_dir: str = option("runs/run", "the run's folder: checkpoint.npz, log.csv, loss.png, "
+                          "samples")
+    ckpt_every: int = option(500, "write a checkpoint (atomically) every this many steps, and "
+                             "at the end", range=(1, 10**9))
+    sample_every: int = option(0, "draw a sample picture from the EMA weights every this many "
+                               "steps (0: only at the end)", range=(0, 10**9))
+    n_samples: int = option(1000, "points (2-D) or images (at most 64) in each sample picture",
+                            range=(2, 1_000_000))
+    log_every: int = option(1, "write a row of log.csv every this many steps",
+                            range=(1, 10**9))
+
+    # Fields that may differ between a run and its resumption.
+    RESUMABLE = ("steps", "out_dir", "ckpt_every", "sample_every", "n_samples", "log_every")
+
+    def validate(self):
+        """Check every field, then the rules between fields. The error names the field, the
+        value and what is allowed. Returns self."""
+        for f in dataclasses.fields(self):
+            check_field(f, getattr(self, f.name))
+        kind = DATA_KINDS[self.data]
+        if kind.images and self.model == "mlp":
+            raise ValueError(f"model: image data ({self.data}) needs a U-Net preset "
+                             f"({', '.join(UNET_PRESETS)}), got 'mlp'")
+        if not kind.images and self.model != "mlp":
+            raise ValueError(f"model: 2-D data ({self.data}) needs model 'mlp', got "
+                             f"{self.model!r}")
+        if self.time_dim % 2:
+            raise ValueError(f"time_dim: must be even and >= 4, got {self.time_dim}")
+        if self.model == "mlp" and self.dropout > 0:
+            raise ValueError(f"dropout: the MLP has no dropout layers; got {self.dropout}, "
+                             "allowed: 0 (dropout is for the U-Net presets)")
+        if kind.needs_path and not self.data_path:
+            raise ValueError(f"data_path: data {self.data!r} needs a path")
+        if self.loss == "mu_mse" and self.parameterization != "mu":
+            raise ValueError("loss: 'mu_mse' trains a network that predicts μ; set "
+                             "parameterization='mu'")
+        if self.mu_mse_weight != "none" and self.loss != "mu_mse":
+            raise ValueError(f"mu_mse_weight: {self.mu_mse_weight!r} only applies to "
+                             f"loss='mu_mse', got loss={self.loss!r}")
+        if VARIANCES[self.variance].channels != 1 or self.loss == "hybrid":
+            name = "variance" if VARIANCES[self.variance].channels != 1 else "loss"
+            raise ValueError(f"{name}: {getattr(self, name)!r} needs a network that also "
+                             "predicts the variance (2C output channels); the models here "
+                             "predict one thing, so use variance fixed_large or fixed_small "
+                             "and loss simple, mu_mse or kl")
+        schedule_betas(self.schedule, self.timesteps)           # a bad T fails here, clearly
+        return self
+
+    def to_json(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {unknown}")
+        return cls(**d)
+
+
+def check_field(f, value):
+    """One field against its own metadata: choices, an int range, a number, or its type."""
+    meta = f.metadata
+    if meta["choices"] is not None:
+        return check_choice(f.name, value, meta["choices"])
+    if meta["range"] is not None:
+        return check_int(f.name, value, *meta["range"])
+    if meta["number"] is not None:
+        return check_number(f.name, value, **meta["number"])
+    if f.type in (bool, "bool"):
+        return check_bool(f.name, value)
+    if not isinstance(value, str):
+        raise ValueError(f"{f.name}: must be a string, got {value!r:.60}")
+    return value
+
+
+def schedule_betas(name, T):
+    """β_1 … β_T. The β-range schedules keep Ho et al. 2020's 1e-4 → 0.02 at T = 1000 (§4) and
+    scale it by 1000/T otherwise, as Nichol & Dhariwal 2021's code does, so that ᾱ_T ≈ 0 (x_T is
+    noise) at any T. (Unscaled, T = 100 would end at ᾱ_T ≈ 0.36: far from N(0, I).)"""
+    if name in ("linear", "quadratic", "sigmoid"):
+        scale = 1000 / T
+        if 0.02 * scale >= 1:
+            raise ValueError(f"timesteps: the {name} schedule scaled by 1000/T needs T >= 21 "
+                             f"(β_T = 0.02·1000/T < 1), got {T}")
+        return get_beta_schedule(name, T, beta_start=1e-4 * scale, beta_end=0.02 * scale)
+    return get_beta_schedule(name, T)
