@@ -55,7 +55,7 @@ def minidiff_workloads(only):
             x0 = (rng.random(shape, dtype=np.float32) * 2 - 1)
 
             def step(model=model, opt=opt, x0=x0):
-                loss = d.training_losses(model, x0).mean()      # Alg. 1: t, ε, q_sample, MSE
+                loss = d.training_losses(model, x0).mean()      # Ho et al. 2020, Alg. 1
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -10,8 +10,9 @@ math as minidiff's NumPy code, run by CuPy one array op at a time), the speed-up
 bytes each moves per element (counted from the code, see the README's GPU section): on a
 memory-bound GPU the speed-up should approach the ratio of the bytes.
 
-The U-Net steps run minidiff itself on the device "cuda": Algorithm 1 (q_sample, forward,
-loss, backward) + AdamW + EMA, and one ancestral step of Algorithm 2. "unfused" is the same
+The U-Net steps run minidiff itself on the device "cuda": Ho et al. 2020's Algorithm 1 (q_sample,
+forward, loss, backward) + AdamW + EMA, and one ancestral step of Ho et al. 2020's Alg. 2.
+"unfused" is the same
 code inside `cuda.unfused()`, where every op runs its CuPy array code and no kernel is used.
 """
 import argparse
@@ -181,21 +182,21 @@ def unet_steps(cp, cuda, args):
     x0 = rng.uniform(-1, 1, (args.batch, C, S, S)).astype(cp.float32)     # data in [-1, 1]
     x_t = rng.standard_normal((args.batch, C, S, S), dtype=cp.float32)
 
-    def train_step():                                                     # Algorithm 1
+    def train_step():                                      # Ho et al. 2020, Algorithm 1
         opt.zero_grad()
         loss = d.training_losses(model, x0).mean()
         loss.backward()
         opt.step()
         ema.update()
 
-    def sample_step():                                                    # Algorithm 2
+    def sample_step():                                     # Ho et al. 2020, Algorithm 2
         d.p_sample(model, x_t, 500)
 
     print(f"\nU-Net '{args.preset}' ({model.num_parameters():,} parameters), batch "
           f"{args.batch}, {C}x{S}x{S}")
     print(f"{'step':46} {'fused ms':>9} {'unfused ms':>11} {'speed-up':>9}")
-    for name, step in (("train (Alg. 1 + AdamW + EMA)", train_step),
-                       ("sample (one step of Alg. 2)", sample_step)):
+    for name, step in (("train (Ho et al. 2020, Alg. 1 + AdamW + EMA)", train_step),
+                       ("sample (one step of Ho et al. 2020, Alg. 2)", sample_step)):
         times = {}
         for label, mode in (("fused", contextlib.nullcontext), ("unfused", cuda.unfused)):
             with mode():

@@ -8,7 +8,7 @@ digits, resized to 16x16: train, draw a sample grid, and measure the test bits/d
     python examples/train_digits.py --device cuda --steps 20000
 
 Writes to --out-dir (default digits_out/): checkpoint.npz, log.csv, loss.png, grid.png (64
-samples from the EMA weights, Algorithm 2) and reverse.gif (the reverse process).
+samples from the EMA weights, Ho et al. 2020's Algorithm 2) and reverse.gif (the reverse process).
 The bits/dim is the variational bound (Ho et al. 2020, Eq. 5) summed over all T steps, on the
 360 digits of the test split the model never saw (see `minidiff nll`).
 """
@@ -43,9 +43,9 @@ def main():
     trainer = Trainer(cfg, resume=args.resume, overwrite=not args.resume)
     print(f"tiny U-Net: {trainer.model.num_parameters():,} parameters; "
           f"{len(trainer.data)} training digits of 16x16")
-    trainer.run(final_samples=False)                       # Algorithm 1, EMA, checkpoints
+    trainer.run(final_samples=False)                       # Ho et al. 2020, Alg. 1
 
-    # 64 samples from the EMA weights (Algorithm 2), and the reverse process as a GIF.
+    # 64 samples from the EMA weights (Ho et al. 2020, Alg. 2), and the reverse process as a GIF.
     backend.manual_seed(1)
     t0 = time.perf_counter()
     x, trajectory = trainer.sample(64, frames=40)         # (64, 1, 16, 16) in [-1, 1]
@@ -54,7 +54,7 @@ def main():
     viz.save_gif(frames + frames[-1:] * 10, f"{args.out_dir}/reverse.gif", duration_ms=80)
     print(f"64 samples in {time.perf_counter() - t0:.0f} s -> {args.out_dir}/grid.png")
 
-    # Bits/dim on held-out digits: every term of the bound (Eq. 5), all T steps.
+    # Bits/dim on held-out digits: every term of the bound (Ho et al. 2020, Eq. 5), all T steps.
     test = data.load_digits(size=16, split="test")[:args.n_test]        # (n, 1, 16, 16)
     backend.manual_seed(2)
     t0 = time.perf_counter()

@@ -3,11 +3,11 @@ reverse process turns noise back into the picture.
 
     picture --(dark pixels)--> 20,000 points in [-1, 1]^2
             --> an MLP predicting the posterior mean μ̃_t (Ho et al. 2020, Eq. 7), trained with
-                the MSE ‖μ̃_t − μ_θ(x_t, t)‖² and AdamW, as in the notes' experiment
+                the MSE ‖μ̃_t − μ_θ(x_t, t)‖² and AdamW: the first 2-D experiment one tries
             --> the reverse process x_T ~ N(0, I), x_{t-1} ~ N(μ_θ(x_t, t), β̃_t I), as a GIF
-    beside it, with the same budget: an MLP predicting ε with L_simple (Ho et al. Eq. 14).
+    beside it, with the same budget: an MLP predicting ε with L_simple (Ho et al. 2020, Eq. 14).
 
-Ho et al. (Table 2) found the unweighted μ̃-MSE unstable on CIFAR-10 with T = 1000. Here both
+Ho et al. 2020 (Table 2) found the unweighted μ̃-MSE unstable on CIFAR-10 with T = 1000. Here both
 runs are measured rather than tuned: the sliced Wasserstein distance and MMD between 2000
 samples and fresh data, each beside its noise floor (two independent draws of the data).
 
@@ -32,12 +32,12 @@ def config(kind, timesteps, mu_weight, seed, steps, out_dir):
     """One run's config. Everything but what the network predicts and its loss is shared."""
     shared = dict(data="picture", steps=steps, timesteps=timesteps, batch_size=256,
                   optimizer="adamw", lr=1e-3, weight_decay=0.01,   # torch's AdamW defaults
-                  variance="fixed_small",        # σ_t² = β̃_t: the notes' p and q share it
+                  variance="fixed_small",        # σ_t² = β̃_t: p and q share it
                   ema_decay=0.995, seed=seed, ckpt_every=steps, out_dir=out_dir)
-    if kind == "mu":                             # the notes' Denoising network and loss
+    if kind == "mu":                             # a network predicting μ̃, and its MSE
         return TrainConfig(parameterization="mu", loss="mu_mse", mu_mse_weight=mu_weight,
                            **shared)
-    return TrainConfig(parameterization="eps", loss="simple", **shared)  # Ho et al. Eq. 14
+    return TrainConfig(parameterization="eps", loss="simple", **shared)  # Ho et al. 2020, Eq. 14
 
 
 def run(cfg, n, frames=0):
@@ -48,7 +48,7 @@ def run(cfg, n, frames=0):
         trainer.run(final_samples=False)
     except NonFiniteLoss as e:
         return trainer, None, [], {"diverged": str(e)}, time.perf_counter() - t0
-    x, trajectory = trainer.sample(n, frames=frames)               # Algorithm 2
+    x, trajectory = trainer.sample(n, frames=frames)  # Ho et al. 2020, Alg. 2
     return trainer, x, trajectory, distances_2d(x, cfg), time.perf_counter() - t0
 
 
@@ -106,7 +106,8 @@ def main():
     p.add_argument("--steps", type=int, default=4000, help="training steps per run")
     p.add_argument("--timesteps", type=int, default=1000, help="T for the side-by-side run")
     p.add_argument("--mu-weight", choices=("none", "bound"), default="none",
-                   help="μ̃-MSE weighting: none (the notes') or bound (1/(2σ_t²), Eq. 8)")
+                   help="μ̃-MSE weighting: none (plain) or bound (1/(2σ_t²): "
+                        "Ho et al. 2020, Eq. 8)")
     p.add_argument("--n", type=int, default=2000, help="samples per run")
     p.add_argument("--seed", type=int, default=0, help="seed of the side-by-side runs")
     p.add_argument("--sweep", action="store_true", help="print the table instead")

@@ -2,11 +2,11 @@
 // its inputs once and writes its outputs once (Ho et al. 2020; DDIM: Song et al. 2021).
 //
 // Kernels (one thread per element):
-//   q_sample        x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps                   (Eq. 4)
-//   posterior_mean  mu~_t(x_t, x0) = c1_t x0 + c2_t x_t, the target of the mu loss   (Eq. 7)
+//   q_sample        x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps    (Ho et al. 2020, Eq. 4)
+//   posterior_mean  mu~_t(x_t, x0) = c1_t x0 + c2_t x_t: mu's target (Ho et al. 2020, Eq. 7)
 //   reverse_step    x0^ (the caller's, from any parameterisation), optionally clipped to
 //                   [-1, 1]; mu = mu~_t(x_t, x0^); x_{t-1} = mu + sigma_b z, z unused at t = 0
-//                   (Eq. 6-7; Algorithm 2)
+//                   (Ho et al. 2020, Eq. 6-7; Algorithm 2)
 //   ddim_step       model output (eps | x0) -> x0^ (clipped), eps^ from x0^;
 //                   x_prev = sqrt(abar_prev) x0^ + sqrt(1 - abar_prev - s^2) eps^ + s z
 //                   (Song et al. 2021, Eq. 12 and 16)
@@ -19,7 +19,7 @@
 // No #include: NVRTC compiles this without any header.
 
 // ddim_step's `param`: what the network predicts.
-#define PARAM_EPS 0     // the noise eps                                    (Eq. 11)
+#define PARAM_EPS 0     // the noise eps                     (Ho et al. 2020, Eq. 11)
 #define PARAM_X0 1      // x0
 
 __device__ __forceinline__ float clip_unit(float x) {
@@ -53,8 +53,9 @@ extern "C" __global__ void posterior_mean(const float* __restrict__ x0,
 }
 
 // x0_hat: the model's prediction of x0; coef1, coef2: the posterior mean's coefficients
-// (Eq. 7), of length T; sigma (length B): each sample's standard deviation sigma_t,
-// sqrt(beta_t) or sqrt(beta~_t) (Sec. 3.2), gathered by the caller from the variance it chose.
+// (Ho et al. 2020, Eq. 7), of length T; sigma (length B): each sample's standard deviation sigma_t,
+// sqrt(beta_t) or sqrt(beta~_t) (Ho et al. 2020, Sec. 3.2), gathered by the caller from the
+// variance it chose.
 extern "C" __global__ void reverse_step(const float* __restrict__ x0_hat,
                                         const float* __restrict__ x_t,
                                         const int* __restrict__ t,
@@ -69,8 +70,8 @@ extern "C" __global__ void reverse_step(const float* __restrict__ x0_hat,
         int b = i / per_sample, ti = t[b];
         float x0 = clip ? clip_unit(x0_hat[i]) : x0_hat[i];           // x0^ in the data range
         float mu = coef1[ti] * x0 + coef2[ti] * x_t[i];               // Ho et al. 2020, Eq. 7
-        float s = ti > 0 ? sigma[b] : 0.0f;                          // Algorithm 2, line 3
-        x_prev[i] = mu + s * z[i];                                    // Algorithm 2, line 4
+        float s = ti > 0 ? sigma[b] : 0.0f;                          // Ho et al. 2020, Alg. 2, l. 3
+        x_prev[i] = mu + s * z[i];                                   // Ho et al. 2020, Alg. 2, l. 4
     }
 }
 
@@ -93,10 +94,10 @@ extern "C" __global__ void ddim_step(const float* __restrict__ out,
             ? (xt - sqrtf(1.0f - a) * o) / sqrtf(a)                    // Song et al. 2021, Eq. 12
             : o;
         if (clip) x0 = clip_unit(x0);
-        float e = (xt - sqrtf(a) * x0) / sqrtf(1.0f - a);             // Eq. 4 solved for eps
+        float e = (xt - sqrtf(a) * x0) / sqrtf(1.0f - a);           // Ho et al. 2020, Eq. 4 for eps
         float s = eta * sqrtf((1.0f - ap) / (1.0f - a)                  // Song et al. 2021, Eq. 16
                               * fmaxf(1.0f - a / ap, 0.0f));
-        float dir = sqrtf(fmaxf(1.0f - ap - s * s, 0.0f));           // Eq. 12, "direction"
+        float dir = sqrtf(fmaxf(1.0f - ap - s * s, 0.0f));           // Song et al. 2021, Eq. 12
         x_prev[i] = sqrtf(ap) * x0 + dir * e + s * z[i];              // Song et al. 2021, Eq. 12
         x0_hat[i] = x0;
     }

@@ -12,7 +12,7 @@
 //   group_norm_backward_input_naive     one thread per group: dx
 //   group_norm_backward_input           one block per group: dx, with block reductions
 //       xh = (x - mu) rstd, dxh = dy gamma_c,
-//       dx = rstd (dxh - mean(dxh) - xh mean(dxh xh))              (the chain rule through Eq. 1)
+//       dx = rstd (dxh - mean(dxh) - xh mean(dxh xh))     (chain rule, Wu & He 2018, Eq. 1)
 //   group_norm_backward_params_naive    one thread per channel c: dgamma_c, dbeta_c
 //   group_norm_backward_params          one block per channel c: the same, block reductions
 //       dgamma_c = sum_{n,hw} dy xh,  dbeta_c = sum_{n,hw} dy
@@ -43,13 +43,13 @@ extern "C" __global__ void group_norm_forward_naive(
         const float* xg = x + (long long)ng * L;
         float s = 0.0f;
         for (int j = 0; j < L; j++) s += xg[j];
-        float mu = s / L;                                                 // Wu & He, Eq. 2
+        float mu = s / L;                                                 // Wu & He 2018, Eq. 2
         float ss = 0.0f;
         for (int j = 0; j < L; j++) ss += (xg[j] - mu) * (xg[j] - mu);
-        float r = rsqrtf(ss / L + eps);                                   // Wu & He, Eq. 1-2
+        float r = rsqrtf(ss / L + eps);                                   // Wu & He 2018, Eq. 1-2
         for (int j = 0; j < L; j++) {
             int c = c0 + j / HW;
-            y[(long long)ng * L + j] = (xg[j] - mu) * r * gamma[c] + beta[c];  // Wu & He, Eq. 4
+            y[(long long)ng * L + j] = (xg[j] - mu) * r * gamma[c] + beta[c];  // Wu & He 2018 (4)
         }
         mean[ng] = mu;
         rstd[ng] = r;
@@ -67,13 +67,13 @@ extern "C" __global__ void group_norm_forward(
     const float* xg = x + (long long)ng * L;
     float s = 0.0f;
     for (int j = threadIdx.x; j < L; j += blockDim.x) s += xg[j];
-    float mu = block_sum(s, scratch) / L;                                 // Wu & He, Eq. 2
+    float mu = block_sum(s, scratch) / L;                                 // Wu & He 2018, Eq. 2
     float ss = 0.0f;
     for (int j = threadIdx.x; j < L; j += blockDim.x) ss += (xg[j] - mu) * (xg[j] - mu);
-    float r = rsqrtf(block_sum(ss, scratch) / L + eps);                   // Wu & He, Eq. 1-2
+    float r = rsqrtf(block_sum(ss, scratch) / L + eps);                   // Wu & He 2018, Eq. 1-2
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         int c = c0 + j / HW;
-        y[(long long)ng * L + j] = (xg[j] - mu) * r * gamma[c] + beta[c];      // Wu & He, Eq. 4
+        y[(long long)ng * L + j] = (xg[j] - mu) * r * gamma[c] + beta[c];     // Wu & He 2018, Eq. 4
     }
     if (threadIdx.x == 0) {
         mean[ng] = mu;
@@ -93,16 +93,16 @@ extern "C" __global__ void group_norm_backward_input_naive(
         float mu = mean[ng], r = rstd[ng], s1 = 0.0f, s2 = 0.0f;
         for (int j = 0; j < L; j++) {
             int c = c0 + j / HW;
-            float xh = (x[base + j] - mu) * r;                            // Wu & He, Eq. 1
-            float dxh = dy[base + j] * gamma[c];                          // d(Eq. 4)/dxh
+            float xh = (x[base + j] - mu) * r;                            // Wu & He 2018, Eq. 1
+            float dxh = dy[base + j] * gamma[c];                       // Wu & He 2018, d(Eq. 4)/dxh
             s1 += dxh;
             s2 += dxh * xh;
         }
         for (int j = 0; j < L; j++) {
             int c = c0 + j / HW;
             float xh = (x[base + j] - mu) * r;
-            float dxh = dy[base + j] * gamma[c];                          // d(Eq. 4)/dxh
-            dx[base + j] = r * (dxh - s1 / L - xh * (s2 / L));            // d(Eq. 1)/dx
+            float dxh = dy[base + j] * gamma[c];                       // Wu & He 2018, d(Eq. 4)/dxh
+            dx[base + j] = r * (dxh - s1 / L - xh * (s2 / L));          // Wu & He 2018, d(Eq. 1)/dx
         }
     }
 }
@@ -120,8 +120,8 @@ extern "C" __global__ void group_norm_backward_input(
     float mu = mean[ng], r = rstd[ng], s1 = 0.0f, s2 = 0.0f;
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         int c = c0 + j / HW;
-        float xh = (x[base + j] - mu) * r;                                // Wu & He, Eq. 1
-        float dxh = dy[base + j] * gamma[c];                              // d(Eq. 4)/dxh
+        float xh = (x[base + j] - mu) * r;                                // Wu & He 2018, Eq. 1
+        float dxh = dy[base + j] * gamma[c];                           // Wu & He 2018, d(Eq. 4)/dxh
         s1 += dxh;
         s2 += dxh * xh;
     }
@@ -129,8 +129,8 @@ extern "C" __global__ void group_norm_backward_input(
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         int c = c0 + j / HW;
         float xh = (x[base + j] - mu) * r;
-        float dxh = dy[base + j] * gamma[c];                              // d(Eq. 4)/dxh
-        dx[base + j] = r * (dxh - m1 - xh * m2);                          // d(Eq. 1)/dx
+        float dxh = dy[base + j] * gamma[c];                           // Wu & He 2018, d(Eq. 4)/dxh
+        dx[base + j] = r * (dxh - m1 - xh * m2);                        // Wu & He 2018, d(Eq. 1)/dx
     }
 }
 
@@ -146,9 +146,9 @@ extern "C" __global__ void group_norm_backward_params_naive(
             float mu = mean[n * G + g], r = rstd[n * G + g];
             for (int j = 0; j < HW; j++) {
                 long long k = ((long long)n * C + c) * HW + j;
-                float xh = (x[k] - mu) * r;                               // Wu & He, Eq. 1
-                sg += dy[k] * xh;                                         // d(Eq. 4)/dgamma
-                sb += dy[k];                                              // d(Eq. 4)/dbeta
+                float xh = (x[k] - mu) * r;                               // Wu & He 2018, Eq. 1
+                sg += dy[k] * xh;                                   // Wu & He 2018, d(Eq. 4)/dgamma
+                sb += dy[k];                                         // Wu & He 2018, d(Eq. 4)/dbeta
             }
         }
         dgamma[c] = sg;
@@ -168,9 +168,9 @@ extern "C" __global__ void group_norm_backward_params(
     for (int k = threadIdx.x; k < N * HW; k += blockDim.x) {
         int n = k / HW;
         long long e = ((long long)n * C + c) * HW + k % HW;
-        float xh = (x[e] - mean[n * G + g]) * rstd[n * G + g];            // Wu & He, Eq. 1
-        sg += dy[e] * xh;                                                 // d(Eq. 4)/dgamma
-        sb += dy[e];                                                      // d(Eq. 4)/dbeta
+        float xh = (x[e] - mean[n * G + g]) * rstd[n * G + g];            // Wu & He 2018, Eq. 1
+        sg += dy[e] * xh;                                           // Wu & He 2018, d(Eq. 4)/dgamma
+        sb += dy[e];                                                 // Wu & He 2018, d(Eq. 4)/dbeta
     }
     sg = block_sum(sg, scratch);
     sb = block_sum(sb, scratch);

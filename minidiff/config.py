@@ -58,8 +58,9 @@ class TrainConfig:
                             range=(1, 100_000))
     schedule: str = option("linear", "β schedule; the β-range ones are Ho et al. 2020's "
                            "1e-4 -> 0.02, scaled by 1000/T", choices=tuple(SCHEDULES))
-    parameterization: str = option("eps", "what the network predicts: eps (Ho et al. 2020, "
-                                   "Eq. 11), x0, mu (the posterior mean) or v",
+    parameterization: str = option("eps", "what the network predicts: eps (the noise: "
+                                   "Ho et al. 2020, Eq. 11), x0, mu (the posterior mean) "
+                                   "or v",
                                    choices=tuple(PARAMETERIZATIONS))
     loss: str = option("simple", "simple: L_simple (Ho et al. 2020, Eq. 14); mu_mse: "
                        "||mu~ - mu_theta||^2 (needs --parameterization mu); kl: the bound's "

@@ -172,7 +172,7 @@ class Trainer:
         to the weights if the loss or the gradient is NaN or inf."""
         x0 = self.next_batch()                                   # Ho et al. 2020, Alg. 1, l. 2
         with np.errstate(over="ignore", invalid="ignore"):       # checked just below
-            losses = self.diffusion.training_losses(self.model, x0)   # Alg. 1, l. 3-4
+            losses = self.diffusion.training_losses(self.model, x0)  # Ho 2020, l. 3-4
             loss = losses.mean()
             value = loss.item()
         if not math.isfinite(value):

@@ -72,7 +72,8 @@ def reverse_step(x0_hat, x_t, t, z, *, clip, coef1, coef2, sigma):
     x0_hat is the network's prediction turned into x0^ by the caller, whatever the network
     predicts (Ho et al. 2020, Eq. 15 for eps). clip: clip x0^ to [-1, 1]. sigma (B,): each
     sample's standard deviation sigma_t (sqrt of beta_t or of beta~_t, gathered by the
-    caller); z: the caller's standard normal draw, unused where t = 0 (Algorithm 2, line 3).
+    caller); z: the caller's standard normal draw, unused where t = 0
+    (Ho et al. 2020, Alg. 2, l. 3).
     """
     x0_hat, x_t, z = _input(x0_hat, "x0_hat"), _input(x_t, "x_t"), _input(z, "z")
     _same_shape("reverse_step", x_t, ("x0_hat", x0_hat), ("z", z))
@@ -95,7 +96,8 @@ def ddim_step(model_out, x_t, t, t_prev, z, abar, *, eta=0.0, param="eps", clip=
     """One DDIM step from t to t_prev (Song et al. 2021, Eq. 12), fused: (x_prev, x0^).
 
     t_prev = -1 marks the step to x0 (abar_prev = 1). eta = 0 is deterministic, eta = 1 the
-    ancestral sampler's variance (Eq. 16). eps^ is re-derived from the (clipped) x0^.
+    ancestral sampler's variance (Song et al. 2021, Eq. 16). eps^ is re-derived from the
+    (clipped) x0^.
     """
     if param not in PARAMS:
         raise ValueError(f"minidiff.cuda.ddim_step: param must be 'eps' or 'x0', got {param!r}")

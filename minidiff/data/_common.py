@@ -34,7 +34,8 @@ def _permutation(g, n):
 
 
 def to_uint8(x):
-    """[-1, 1] floats -> uint8 pixels: the inverse of Sec. 3.3's x / 127.5 - 1, rounded, clipped.
+    """[-1, 1] floats -> uint8 pixels, rounded and clipped: the inverse of x/127.5 - 1
+    (Ho et al. 2020, Sec. 3.3).
 
     Values outside [-1, 1] are clipped to 0 or 255. NaN or inf is refused: it has no pixel value.
     """

@@ -1,4 +1,4 @@
-"""A picture turned into 2-D points: its dark pixels become the data (the notes' experiment)."""
+"""A picture turned into 2-D points: its dark pixels become the data."""
 import os
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def _open_picture(path_or_image, fn):
 
 
 def points_from_picture(path_or_image, n, threshold=128, rng=None):
-    """The dark pixels of a picture as n points in the plane: the notes' `scatter_pixels`.
+    """The dark pixels of a picture as n points in the plane: each dark pixel, jittered.
 
     A pixel is dark when its grey level (0 black .. 255 white) is below `threshold`. We draw n
     dark pixels uniformly with replacement and a uniform position inside each, so the points are

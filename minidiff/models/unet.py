@@ -17,7 +17,7 @@ from ..functional.conv import upsample_nearest2d
 from ..nn import Conv2d, Dropout, GroupNorm, Linear, Module
 from .embedding import timestep_embedding
 
-# Presets. `tiny` and `small` are ../shared/bench/common.py's configurations; `cifar10` is
+# Presets. `tiny` and `small` are the benchmark's PyTorch reference configurations; `cifar10` is
 # Ho et al.'s 35.7M-parameter CIFAR-10 model (ch=128, ch_mult=(1, 2, 2, 2), 2 res blocks,
 # attention at 16x16, dropout 0.1).
 PRESETS = {
