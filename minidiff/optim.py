@@ -21,6 +21,7 @@ import numpy as np
 from . import backend, cuda
 from .nn import Module, check_count, checked_array
 from .tensor import Tensor
+from .validate import check_number
 
 
 # ---------------------------------------------------------------------------- the updates
@@ -82,19 +83,10 @@ def _param_list(params, op):
     return params
 
 
-def _check_number(value, op, name, lo, hi=math.inf, hi_open=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and lo <= value
-    ok = ok and (value < hi if hi_open else value <= hi)
-    if not ok:
-        bracket = ")" if hi_open else "]"
-        raise ValueError(f"{op}: {name} must be a number in [{lo}, {hi}{bracket}, got {value!r}")
-    return float(value)
-
-
 def _check_betas(betas, op):
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{op}: betas must be a pair (beta1, beta2), got {betas!r}")
-    return tuple(_check_number(b, op, f"betas[{i}]", 0.0, 1.0, hi_open=True)
+    return tuple(check_number(f"{op}: betas[{i}]", b, 0.0, 1.0, hi_open=True)
                  for i, b in enumerate(betas))
 
 
@@ -111,7 +103,7 @@ class Optimizer:
 
     def __init__(self, params, lr):
         self.params = _param_list(params, type(self).__name__)
-        self.lr = _check_number(lr, type(self).__name__, "lr", 0.0)
+        self.lr = check_number(f"{type(self).__name__}: lr", lr, 0.0)
         self.steps = [0] * len(self.params)
         self.buffers = {name: [None] * len(self.params) for name in self.buffer_names}
 
@@ -195,8 +187,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, lr)
-        self.momentum = _check_number(momentum, "SGD", "momentum", 0.0, 1.0, hi_open=True)
-        self.weight_decay = _check_number(weight_decay, "SGD", "weight_decay", 0.0)
+        self.momentum = check_number("SGD: momentum", momentum, 0.0, 1.0, hi_open=True)
+        self.weight_decay = check_number("SGD: weight_decay", weight_decay, 0.0)
 
     def _update(self, i, p, g):
         buf = self._buffer("momentum_buffer", i) if self.momentum != 0 else None
@@ -222,8 +214,8 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         name = type(self).__name__
         self.betas = _check_betas(betas, name)
-        self.eps = _check_number(eps, name, "eps", 0.0)
-        self.weight_decay = _check_number(weight_decay, name, "weight_decay", 0.0)
+        self.eps = check_number(f"{name}: eps", eps, 0.0)
+        self.weight_decay = check_number(f"{name}: weight_decay", weight_decay, 0.0)
 
     def _update(self, i, p, g):
         m, v = self._buffer("m", i), self._buffer("v", i)
@@ -256,7 +248,7 @@ def clip_grad_norm(params, max_norm):
     """
     if isinstance(params, Module):
         raise ValueError("clip_grad_norm: pass module.parameters(), not the module itself")
-    max_norm = _check_number(max_norm, "clip_grad_norm", "max_norm", 0.0)
+    max_norm = check_number("clip_grad_norm: max_norm", max_norm, 0.0)
     if max_norm == 0:
         raise ValueError("clip_grad_norm: max_norm must be > 0, got 0")
     xp = backend.xp()
@@ -301,7 +293,7 @@ class EMA:
             raise ValueError("EMA: got no parameters")
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
-        self.decay = _check_number(decay, "EMA", "decay", 0.0, 1.0)
+        self.decay = check_number("EMA: decay", decay, 0.0, 1.0)
         self.shadow = [p.data.copy() for p in self.params]
         self.num_updates = 0
 
@@ -352,7 +344,7 @@ class EMA:
         try:
             if missing or unexpected:
                 raise ValueError(f"missing {missing}, unexpected {unexpected}")
-            decay = _check_number(sd["decay"], "EMA", "decay", 0.0, 1.0)
+            decay = check_number("EMA: decay", sd["decay"], 0.0, 1.0)
             num_updates = check_count(sd["num_updates"], "num_updates")
             shadow = [checked_array("shadow." + n, sd["shadow." + n], p)
                       for n, p in zip(self.names, self.params)]
@@ -375,7 +367,7 @@ class LinearWarmup:
     def __init__(self, optimizer, warmup_steps, base_lr):
         self.optimizer = optimizer
         self.warmup_steps = check_count(warmup_steps, "LinearWarmup: warmup_steps")
-        self.base_lr = _check_number(base_lr, "LinearWarmup", "base_lr", 0.0)
+        self.base_lr = check_number("LinearWarmup: base_lr", base_lr, 0.0)
         self.last_step = 0                                     # k: updates taken so far
         self.optimizer.lr = self.lr_at(0)
 

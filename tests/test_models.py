@@ -1,6 +1,6 @@
 """models/: the timestep embedding, MLPDenoiser and Ho et al.'s U-Net.
 
-Oracles: parameter counts from the torch reference (../shared/bench/common.py) and from a
+Oracles: parameter counts from the benchmark's PyTorch reference of these U-Nets and from a
 closed-form per-layer count; a hand-written list of the reference's parameter shapes; the closed
 form of the sinusoidal embedding; float64 central differences; and structural facts (eval-mode
 outputs of one example do not depend on the others, the output depends on t).

@@ -279,17 +279,17 @@ def test_optimizer_load_state_dict_errors_change_nothing():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda p: SGD([p], lr=-1.0), r"SGD: lr must be a number in \[0.0, inf\], got -1.0"),
-    (lambda p: SGD([p], lr=0.1, momentum=1.0), r"momentum must be a number in \[0.0, 1.0\)"),
-    (lambda p: Adam([p], betas=(1.0, 0.9)), r"Adam: betas\[0\] must be a number in \[0.0, 1.0\)"),
+    (lambda p: SGD([p], lr=-1.0), r"SGD: lr: must be a finite number in \[0, inf\], got -1.0"),
+    (lambda p: SGD([p], lr=0.1, momentum=1.0), r"momentum: must be a finite number in \[0, 1\)"),
+    (lambda p: Adam([p], betas=(1.0, 0.9)), r"Adam: betas\[0\]: must be a finite number in \[0, 1\)"),
     (lambda p: Adam([p], betas=0.9), r"betas must be a pair"),
-    (lambda p: AdamW([p], eps=-1.0), r"AdamW: eps must be a number"),
+    (lambda p: AdamW([p], eps=-1.0), r"AdamW: eps: must be a finite number"),
     (lambda p: Adam([]), r"Adam: got an empty parameter list"),
     (lambda p: Adam([p, p]), r"the same parameter appears twice"),
     (lambda p: Adam(Linear(2, 2)), r"pass module.parameters\(\), not the module"),
     (lambda p: Adam([Tensor([1.0])]), r"parameter 0 is .* need Tensors with requires_grad"),
     (lambda p: clip_grad_norm([p], 0.0), r"clip_grad_norm: max_norm must be > 0"),
-    (lambda p: EMA([p], decay=1.5), r"EMA: decay must be a number in \[0.0, 1.0\]"),
+    (lambda p: EMA([p], decay=1.5), r"EMA: decay: must be a finite number in \[0, 1\]"),
 ])
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):

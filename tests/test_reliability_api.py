@@ -302,7 +302,7 @@ BAD_SCALARS = {                      # corruption -> (how, what the error says, 
                         "steps[1] must be an int >= 0, got 1.5"),
     "bool step": (lambda sd: sd["steps"].__setitem__(2, True),
                   "steps[2] must be an int >= 0, got True"),
-    "lr NaN": (lambda sd: sd.update(lr=float("nan")), "lr must be a number in [0.0, inf]"),
+    "lr NaN": (lambda sd: sd.update(lr=float("nan")), "lr: must be a finite number in [0, inf]"),
     "no lr": (lambda sd: sd.pop("lr"), "missing keys ['lr']"),
 }
 
@@ -352,7 +352,7 @@ def test_ema_load_state_dict_is_all_or_nothing(seed, which, corruption):
     good = random_values(trained(OPTIMIZERS["SGD"], 1)[2].state_dict(), seed)
     good["num_updates"] = 7
     if corruption in ("decay", "num_updates"):
-        value, match = {"decay": (1.5, "decay must be a number in [0.0, 1.0], got 1.5"),
+        value, match = {"decay": (1.5, "decay: must be a finite number in [0, 1], got 1.5"),
                         "num_updates": (-2, "num_updates must be an int >= 0, got -2")}[corruption]
         bad, name = dict(good, **{corruption: value}), corruption
     else:
