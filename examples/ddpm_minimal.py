@@ -41,8 +41,8 @@ def fourier(v, freqs):
     return np.concatenate([np.sin(vf), np.cos(vf)], axis=1)
 
 
-T_FREQS = np.exp(-np.log(10000.0) * np.arange(16) / 15)  # t's sinusoids (Ho et al. App. B)
-X_FREQS = np.pi * 2.0 ** np.arange(4)  # x_t's too: they let a small MLP draw thin curves
+T_FREQS = np.exp(-np.log(10000.0) * np.arange(16) / 15)  # t's sinusoids (Ho et al. 2020, App. B)
+X_FREQS = np.pi * 2.0 ** np.arange(4)  # x_t's too (not the paper's): a small MLP draws thin curves
 
 
 class Denoiser(nn.Module):

@@ -14,14 +14,13 @@ Checkpoints: every `state_dict()` here is a flat dict of NumPy arrays and JSON-a
 """
 import contextlib
 import math
-import numbers
 
 import numpy as np
 
 from . import backend, cuda
-from .nn import Module, check_count, checked_array
+from .nn import Module, checked_array
 from .tensor import Tensor
-from .validate import check_number
+from .validate import check_int, check_number
 
 
 # ---------------------------------------------------------------------------- the updates
@@ -167,7 +166,7 @@ class Optimizer:
             raise ValueError(f"steps must be a list of step counts, got {steps!r}")
         if len(steps) != n:
             raise ValueError(f"steps: the state has {len(steps)} parameters, the optimizer {n}")
-        new.steps = [check_count(s, f"steps[{i}]") for i, s in enumerate(steps)]
+        new.steps = [check_int(f"steps[{i}]", s, 0) for i, s in enumerate(steps)]
         wanted = {f"{b}.{i}": (b, i) for b in new.buffers_in_use() for i in range(n)
                   if new.steps[i] > 0}
         unexpected = [k for k in sd if k not in wanted and k not in ("kind", "steps", *names)]
@@ -345,7 +344,7 @@ class EMA:
             if missing or unexpected:
                 raise ValueError(f"missing {missing}, unexpected {unexpected}")
             decay = check_number("EMA: decay", sd["decay"], 0.0, 1.0)
-            num_updates = check_count(sd["num_updates"], "num_updates")
+            num_updates = check_int("num_updates", sd["num_updates"], 0)
             shadow = [checked_array("shadow." + n, sd["shadow." + n], p)
                       for n, p in zip(self.names, self.params)]
         except ValueError as e:
@@ -366,7 +365,7 @@ class LinearWarmup:
 
     def __init__(self, optimizer, warmup_steps, base_lr):
         self.optimizer = optimizer
-        self.warmup_steps = check_count(warmup_steps, "LinearWarmup: warmup_steps")
+        self.warmup_steps = check_int("LinearWarmup: warmup_steps", warmup_steps, 0)
         self.base_lr = check_number("LinearWarmup: base_lr", base_lr, 0.0)
         self.last_step = 0                                     # k: updates taken so far
         self.optimizer.lr = self.lr_at(0)

@@ -207,7 +207,7 @@ def test_linear_warmup_sequence():
     assert LinearWarmup(opt, 5000, 2e-4).lr_at(2500) == 1e-4
     LinearWarmup(opt, 0, 2e-4)
     assert opt.lr == 2e-4
-    with pytest.raises(ValueError, match="warmup_steps must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="warmup_steps: must be an int >= 0, got -1"):
         LinearWarmup(opt, -1, 1.0)
 
 

@@ -297,11 +297,11 @@ BAD_SCALARS = {                      # corruption -> (how, what the error says, 
                         "steps: the state has 2 parameters, the optimizer 6"),
     "steps not a list": (lambda sd: sd.update(steps=3), "steps must be a list of step counts"),
     "negative step": (lambda sd: sd["steps"].__setitem__(0, -1),
-                      "steps[0] must be an int >= 0, got -1"),
+                      "steps[0]: must be an int >= 0, got -1"),
     "fractional step": (lambda sd: sd["steps"].__setitem__(1, 1.5),
-                        "steps[1] must be an int >= 0, got 1.5"),
+                        "steps[1]: must be an int >= 0, got 1.5"),
     "bool step": (lambda sd: sd["steps"].__setitem__(2, True),
-                  "steps[2] must be an int >= 0, got True"),
+                  "steps[2]: must be an int >= 0, got True"),
     "lr NaN": (lambda sd: sd.update(lr=float("nan")), "lr: must be a finite number in [0, inf]"),
     "no lr": (lambda sd: sd.pop("lr"), "missing keys ['lr']"),
 }
@@ -353,7 +353,7 @@ def test_ema_load_state_dict_is_all_or_nothing(seed, which, corruption):
     good["num_updates"] = 7
     if corruption in ("decay", "num_updates"):
         value, match = {"decay": (1.5, "decay: must be a finite number in [0, 1], got 1.5"),
-                        "num_updates": (-2, "num_updates must be an int >= 0, got -2")}[corruption]
+                        "num_updates": (-2, "num_updates: must be an int >= 0, got -2")}[corruption]
         bad, name = dict(good, **{corruption: value}), corruption
     else:
         key = sorted(k for k in good if k.startswith("shadow."))[which]

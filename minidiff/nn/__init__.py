@@ -25,4 +25,4 @@ with `model.to(device)`; calling it unmoved raises a one-line RuntimeError namin
 from .containers import ModuleList, Sequential
 from .layers import (Conv2d, Dropout, GroupNorm, Identity, Linear, ReLU, SiLU,
                      variance_scaling_uniform, zero_init)
-from .module import Module, Parameter, check_count, checked_array, checked_values
+from .module import Module, Parameter, checked_array, checked_values

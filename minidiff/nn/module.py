@@ -1,6 +1,5 @@
 """Parameter and Module: the attribute walk that names parameters, state_dict and
 load_state_dict with the checks of every loaded array, and the move between devices."""
-import numbers
 
 import numpy as np
 
@@ -45,13 +44,6 @@ def checked_array(name, value, like):
     if arr.shape != like.shape:
         raise ValueError(f"{name}: expected shape {like.shape}, got {arr.shape}")
     return checked_values(name, arr, like.dtype)
-
-
-def check_count(value, what):
-    """A loaded step count: an int >= 0 (not a bool, not a float)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{what} must be an int >= 0, got {value!r}")
-    return int(value)
 
 
 class Module:
