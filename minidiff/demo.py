@@ -15,9 +15,9 @@ from .train import Trainer, distances_2d
 
 DEMO_MARK = ".minidiff-demo"      # marks a folder the demo made, so a rerun may replace it
 # Seconds per training step (batch 256) and per reverse step for 2000 points, fastest and
-# slowest seen on 2-core CPUs of the kind CI uses (whole demos of 109 s to 201 s).
-DEMO_TRAIN_STEP_S = (0.0033, 0.0065)
-DEMO_SAMPLE_STEP_S = (0.0075, 0.017)
+# slowest seen on 2-core CPUs of the kind CI uses (whole demos of 109 s to 257 s).
+DEMO_TRAIN_STEP_S = (0.0033, 0.008)
+DEMO_SAMPLE_STEP_S = (0.0075, 0.03)
 
 
 def demo_estimate(steps, timesteps, n):
@@ -77,7 +77,7 @@ def cmd_demo(args):
 
 
 def add_parser(sub):
-    p = sub.add_parser("demo", help="the 2-D experiment on the CPU, in 1.5 to 3.5 minutes",
+    p = sub.add_parser("demo", help="the 2-D experiment on the CPU, in 1.5 to 4.5 minutes",
                        description="The 2-D experiment: a swiss roll and the shipped picture "
                        "turned into points, each learned by an MLP denoiser; then sampled, "
                        "drawn (PNG and GIF of the reverse process) and measured against "

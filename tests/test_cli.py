@@ -194,7 +194,7 @@ def test_demo_says_how_long_it_will_take_then_draws_both_sets(tmp_path, capsys):
     from minidiff.demo import demo_estimate
     # closed form: 2 sets x (steps x seconds per step + T x n/2000 x seconds per reverse step)
     assert demo_estimate(12000, 1000, 2000) == pytest.approx((2 * (12000 * 0.0033 + 7.5),
-                                                               2 * (12000 * 0.0065 + 17.0)))
+                                                               2 * (12000 * 0.008 + 30.0)))
     out_dir = tmp_path / "demo"
     main(["demo", "--steps", "40", "--timesteps", "21", "--n", "60", "--out-dir", str(out_dir)])
     lines = capsys.readouterr().out.splitlines()
