@@ -20,6 +20,18 @@ def _check_points(a, b, op):
     return a, b
 
 
+def quantiles(x, levels):
+    """Column-wise quantiles of x (n, L) at levels (k,) in [0, 1], by NumPy's default "linear"
+    rule (Hyndman & Fan's type 7): sort once, then interpolate between neighbours. The same
+    numbers as np.quantile(x, levels, axis=0), in O(n log n) instead of one partition a level."""
+    xs = np.sort(x, axis=0)                                             # (n, L)
+    h = (len(xs) - 1) * levels                                          # (k,) fractional ranks
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, len(xs) - 1)
+    w = (h - lo)[:, None]                                               # (k, 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * w                               # (k, L)
+
+
 def sliced_wasserstein(a, b, n_projections=256, p=1, seed=0):
     """SW_p: the p-Wasserstein distance of the 1-D projections, averaged over random directions.
 
@@ -32,8 +44,8 @@ def sliced_wasserstein(a, b, n_projections=256, p=1, seed=0):
     theta /= np.linalg.norm(theta, axis=0, keepdims=True)             # (d, L) unit directions
     n = max(len(a), len(b))
     levels = (np.arange(n) + 0.5) / n                                   # quantile grid
-    qa = np.quantile(a @ theta, levels, axis=0)                         # (n, L)
-    qb = np.quantile(b @ theta, levels, axis=0)                         # (n, L)
+    qa = quantiles(a @ theta, levels)                                   # (n, L)
+    qb = quantiles(b @ theta, levels)                                   # (n, L)
     return float(np.mean(np.abs(qa - qb) ** p) ** (1 / p))
 
 

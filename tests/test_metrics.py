@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidiff.metrics import mmd_rbf, noise_floor, sliced_wasserstein
+from minidiff.metrics import mmd_rbf, noise_floor, quantiles, sliced_wasserstein
 
 
 @settings(max_examples=8)               # each example projects on 4096 directions
@@ -59,3 +59,15 @@ def test_bad_point_sets_are_refused():
         sliced_wasserstein(np.zeros((5, 2)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="NaN or inf"):
         mmd_rbf(np.full((5, 2), np.nan), np.zeros((5, 2)))
+
+
+@given(n=st.integers(1, 60), cols=st.integers(1, 4), k=st.integers(1, 80),
+       seed=st.integers(0, 2**32 - 1), ties=st.booleans())
+def test_quantiles_are_numpys_linear_quantiles(n, cols, k, seed, ties):
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, cols))
+    if ties:
+        x = np.round(x)                                      # repeated values
+    levels = np.concatenate([[0.0, 1.0], g.random(k)])       # the ends and anywhere between
+    want = np.quantile(x, levels, axis=0)                    # the oracle: NumPy's own
+    np.testing.assert_allclose(quantiles(x, levels), want, rtol=0, atol=4e-16 * (1 + abs(x).max()))
