@@ -14,6 +14,9 @@ setup(
     # matplotlib draws the loss curves and scatter plots (Pillow keeps the grids and GIFs)
     install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3", "matplotlib>=3.5"],
     extras_require={
+        # CuPy for the CUDA version `nvidia-smi` reports; "cuda" is an alias of cuda12
+        "cuda12": ["cupy-cuda12x"],
+        "cuda13": ["cupy-cuda13x"],
         "cuda": ["cupy-cuda12x"],
         # NVRTC 12 (what cupy-cuda12x uses) and 13 compile the kernels in the compile check;
         # the digits tests need scikit-learn's bundled digits

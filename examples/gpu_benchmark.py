@@ -53,9 +53,26 @@ def main():
     except Exception as e:                  # no CuPy or no GPU: say so and stop
         print(f"gpu_benchmark needs CuPy and an NVIDIA GPU: {e}", file=sys.stderr)
         return 1
+    print(f"{'kernel':46} {'fused ms':>9} {'unfused ms':>11} {'speed-up':>9} "
+          f"{'B/elem fused':>13} {'unfused':>8}")
+    rows, _ = kernel_rows(cp, cuda, args.size)
+    for name, fused, unfused, bf, bu in rows:
+        tf, tu = timer(cp, fused, args.repeats), timer(cp, unfused, args.repeats)
+        print(f"{name:46} {tf:9.3f} {tu:11.3f} {tu / tf:8.2f}x {str(bf):>13} {str(bu):>8}")
+    print(f"\nU-Net '{args.preset}', batch {args.batch}")
+    print(f"{'step':46} {'fused ms':>9} {'unfused ms':>11} {'speed-up':>9}")
+    times = unet_step_times(cp, cuda, args.preset, args.batch, max(3, args.repeats // 4))
+    for name, t in times.items():
+        print(f"{name:46} {t['fused']:9.3f} {t['unfused']:11.3f} "
+              f"{t['unfused'] / t['fused']:8.2f}x")
+    return 0
 
+
+def kernel_rows(cp, cuda, size):
+    """(rows, n): a row (name, fused callable, unfused callable, fused bytes/elem, unfused
+    bytes/elem) for every fused kernel, each on arrays of n (about `size`) elements."""
     B, T = 64, 1000
-    D = max(1, args.size // B)
+    D = max(1, size // B)
     rng = cp.random.default_rng(0)
     x0, eps, x_t, z = (rng.standard_normal((B, D), dtype=cp.float32) for _ in range(4))
     t = rng.integers(0, T, size=B).astype(cp.int32)
@@ -158,29 +175,24 @@ def main():
                  lambda: cuda.conv2d_forward(xc_, wc, None, 1, 1),
                  lambda: cuda.conv2d_forward(xc_, wc, None, 1, 1, naive=True), "-", "-"))
 
-    print(f"{'kernel':46} {'fused ms':>9} {'unfused ms':>11} {'speed-up':>9} "
-          f"{'B/elem fused':>13} {'unfused':>8}")
-    for name, fused, unfused, bf, bu in rows:
-        tf, tu = timer(cp, fused, args.repeats), timer(cp, unfused, args.repeats)
-        print(f"{name:46} {tf:9.3f} {tu:11.3f} {tu / tf:8.2f}x {str(bf):>13} {str(bu):>8}")
-    unet_steps(cp, cuda, args)
-    return 0
+    return rows, n
 
 
-def unet_steps(cp, cuda, args):
-    """One training step and one sampling step of a U-Net, with the kernels and without."""
+def unet_steps(cp, preset, batch):
+    """(model, {name: step}): one training step (Ho et al. 2020, Alg. 1 + AdamW + EMA) and one
+    sampling step (Ho et al. 2020, Alg. 2) of a U-Net preset, on the current device."""
     from minidiff.diffusion import GaussianDiffusion, linear_beta_schedule
     from minidiff.models.unet import unet_from_preset
     from minidiff.optim import EMA, AdamW
 
-    model = unet_from_preset(args.preset)
+    model = unet_from_preset(preset)
     C, S = model.in_channels, model.image_size
     d = GaussianDiffusion(linear_beta_schedule(1000))             # Ho et al. 2020, Sec. 4
     opt = AdamW(model.parameters())
     ema = EMA(model)
     rng = cp.random.default_rng(1)
-    x0 = rng.uniform(-1, 1, (args.batch, C, S, S)).astype(cp.float32)     # data in [-1, 1]
-    x_t = rng.standard_normal((args.batch, C, S, S), dtype=cp.float32)
+    x0 = rng.uniform(-1, 1, (batch, C, S, S)).astype(cp.float32)          # data in [-1, 1]
+    x_t = rng.standard_normal((batch, C, S, S), dtype=cp.float32)
 
     def train_step():                                      # Ho et al. 2020, Algorithm 1
         opt.zero_grad()
@@ -192,17 +204,23 @@ def unet_steps(cp, cuda, args):
     def sample_step():                                     # Ho et al. 2020, Algorithm 2
         d.p_sample(model, x_t, 500)
 
-    print(f"\nU-Net '{args.preset}' ({model.num_parameters():,} parameters), batch "
-          f"{args.batch}, {C}x{S}x{S}")
-    print(f"{'step':46} {'fused ms':>9} {'unfused ms':>11} {'speed-up':>9}")
-    for name, step in (("train (Ho et al. 2020, Alg. 1 + AdamW + EMA)", train_step),
-                       ("sample (one step of Ho et al. 2020, Alg. 2)", sample_step)):
-        times = {}
-        for label, mode in (("fused", contextlib.nullcontext), ("unfused", cuda.unfused)):
+    return model, {"train (Ho et al. 2020, Alg. 1 + AdamW + EMA)": train_step,
+                   "sample (one step of Ho et al. 2020, Alg. 2)": sample_step}
+
+
+def unet_step_times(cp, cuda, preset, batch, repeats, unfused=True):
+    """{step name: {"fused": ms, "unfused": ms}}: median times with the kernels and, if
+    unfused, inside cuda.unfused() (every op its CuPy array code)."""
+    _, steps = unet_steps(cp, preset, batch)
+    modes = (("fused", contextlib.nullcontext),) + ((("unfused", cuda.unfused),) if unfused
+                                                     else ())
+    times = {}
+    for name, step in steps.items():
+        times[name] = {}
+        for label, mode in modes:
             with mode():
-                times[label] = timer(cp, step, max(3, args.repeats // 4))
-        print(f"{name:46} {times['fused']:9.3f} {times['unfused']:11.3f} "
-              f"{times['unfused'] / times['fused']:8.2f}x")
+                times[name][label] = timer(cp, step, repeats)
+    return times
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The command line: `minidiff train | sample | nll | demo` (also `python -m minidiff ...`).
+"""The command line: `minidiff train | sample | nll | demo | gpu-check` (also `python -m
+minidiff ...`).
 
     minidiff train --data swiss_roll --steps 3000 --out-dir runs/roll
     minidiff train --data swiss_roll --steps 3000 --out-dir runs/roll --resume   # after a kill
@@ -20,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import backend, demo, viz
+from . import backend, demo, gpucheck, viz
 from .config import TrainConfig
 from .datakinds import DATA_KINDS
 from .diffusion import calc_bpd_loop
@@ -371,6 +372,7 @@ def build_parser():
     p.set_defaults(func=cmd_nll, parser=p)
 
     demo.add_parser(sub)
+    gpucheck.add_parser(sub)
     return parser
 
 
