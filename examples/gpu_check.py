@@ -171,7 +171,7 @@ def step_speed(cp, cuda, repeats):
             finally:
                 cuda._launch = real
             ms = timer(cp, step, repeats)
-            out.append({"preset": preset, "batch": batch, "step": name, "ms": ms,
+            out.append({"preset": preset, "batch": batch, "step": name.split()[0], "ms": ms,
                         "samples_per_s": batch / ms * 1e3, "kernel_launches": len(launches),
                         "parameters": model.num_parameters()})
         C, S = model.in_channels, model.image_size
@@ -179,6 +179,49 @@ def step_speed(cp, cuda, repeats):
                                                                    dtype=np.float32), repeats)
         out[-1]["host_noise_ms"] = noise_ms
         out[-1]["host_noise_share"] = noise_ms / out[-1]["ms"]
+    return out
+
+
+def torch_speed(steps, repeats):
+    """The same tiny and small U-Net steps in PyTorch eager on the same GPU, from the
+    benchmark's PyTorch reference (shared/bench beside the checkout), as ratios to ours.
+    None when PyTorch (a benchmark-only tool, never a dependency) or the reference is absent."""
+    bench = [d for d in (os.path.join(ROOT, "..", "shared", "bench"),
+                         os.path.join(ROOT, "shared", "bench")) if os.path.isdir(d)]
+    try:
+        import torch
+        if not bench or not torch.cuda.is_available():
+            return None
+        sys.path.insert(0, os.path.abspath(bench[0]))
+        import torch_bench
+        import torch_unet
+    except ImportError:
+        return None
+
+    def ms(step):
+        for _ in range(2):
+            step()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeats):
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return float(np.median(times))
+    out = []
+    with torch.device("cuda"):                     # every tensor the reference makes
+        sch = torch_bench.schedule_tensors()
+        for row in steps:
+            if row["preset"] not in ("tiny", "small"):
+                continue
+            model = torch_unet.build(row["preset"])
+            make = torch_bench.make_train_step if row["step"] == "train" else \
+                torch_bench.make_sample_step
+            t = ms(make(model, row["batch"], row["preset"], sch))
+            out.append({"preset": row["preset"], "batch": row["batch"], "step": row["step"],
+                        "torch_ms": t, "minidiff_ms": row["ms"], "ratio": row["ms"] / t})
     return out
 
 
@@ -200,7 +243,9 @@ def markdown(report):
             ("conv2d", "conv2d", ("shape", "forward_ms", "forward_TFLOPs", "backward_data_ms",
                                   "backward_weight_ms")),
             ("U-Net steps", "steps", ("preset", "batch", "step", "ms", "samples_per_s",
-                                      "kernel_launches", "host_noise_share"))):
+                                      "kernel_launches", "host_noise_share")),
+            ("Against PyTorch eager, same GPU", "torch", ("preset", "batch", "step",
+                                                         "minidiff_ms", "torch_ms", "ratio"))):
         rows = report.get("speed", {}).get(key)
         if rows:
             lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |",
@@ -256,6 +301,8 @@ def run(args):
         report["speed"] = {"kernels": kernel_speed(cp, cuda, copy, args.size, args.repeats),
                            "conv2d": conv_speed(cp, cuda, args.repeats),
                            "steps": step_speed(cp, cuda, max(3, args.repeats // 4))}
+        report["speed"]["torch"] = torch_speed(report["speed"]["steps"],
+                                               max(3, args.repeats // 4))
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "gpu_report.json"), "w") as f:
         json.dump(report, f, indent=1)
