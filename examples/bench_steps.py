@@ -2,12 +2,17 @@
 
     python examples/bench_steps.py --threads 2            # needs torch: see the README
     python examples/bench_steps.py --only mlp2d tiny --threads 1
+    python examples/bench_steps.py --only tiny --rounds 1 --profile   # where the time goes
 
 The workloads are ../shared/bench/common.py's jobs(): one training step (q_sample, forward, MSE
 to ε, backward, Adam lr 2e-4) and one sampling step (forward at the paper's t = 500 plus the
 ancestral update) for the tiny and small U-Nets and the 2-D MLP. Both libraries run the same
 configurations, checked by parameter count, interleaved round by round, and we quote the ratio
 of medians (minidiff / torch): lower is better, 1.0 is parity.
+
+--profile then runs each workload --iters more times under each library's own profiler and
+prints the top ops: minidiff.profile()'s table (exclusive time per op, forward and backward),
+and torch.profiler's key_averages() sorted by self CPU time (also exclusive of child ops).
 """
 import argparse
 import os
@@ -70,12 +75,34 @@ def minidiff_workloads(only):
     return workloads
 
 
+def profile_workloads(workloads, order, iters):
+    """Each workload's top ops: minidiff's profiler, then PyTorch's, over `iters` steps."""
+    for keys in order.values():
+        for key in keys:
+            print(f"\n=== {key}: top ops over {iters} steps")
+            fn = workloads[key]
+            if key.startswith("minidiff"):
+                with minidiff.profile() as prof:
+                    for _ in range(iters):
+                        fn()
+                print(prof.table(top=10))
+            else:
+                import torch.profiler as tp
+                with tp.profile(activities=[tp.ProfilerActivity.CPU],
+                                record_shapes=False) as prof:
+                    for _ in range(iters):
+                        fn()
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="configs to keep: tiny small mlp2d")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--profile", action="store_true",
+                    help="then print each workload's top ops, minidiff's and PyTorch's")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
     threadpool_limits(args.threads)
@@ -106,6 +133,8 @@ def main():
         ratio = f"{m / t:.2f}" if t else "-"
         tt = f"{t * 1e3:.1f} ms" if t else "-"
         print(f"| {job} | {m * 1e3:.1f} ms | {tt} | {ratio} |")
+    if args.profile:
+        profile_workloads(interleaved, order, args.iters)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import contextlib
 
 import numpy as np
 
-from . import backend
+from . import backend, profiler
 
 DEFAULT_DTYPE = np.float32
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -99,7 +99,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._prev = ()            # the tensors this one was computed from
         self._backward = None      # closure that pushes self.grad into self._prev
-        self._op = ""              # name of the op that made it, for error messages and repr
+        self._op = ""              # name of the op that made it: errors, repr, the profiler
 
     # ------------------------------------------------------------------ graph building
     @classmethod
@@ -161,9 +161,13 @@ class Tensor:
             stack.extend((p, False) for p in node._prev if id(p) not in seen)
 
         self.grad = grad if self.grad is None else self.grad + grad
+        prof = profiler._current              # None unless inside `with minidiff.profile()`
         for node in reversed(topo):
             if node._backward is not None:
-                node._backward()
+                if prof is None:
+                    node._backward()
+                else:
+                    prof._backward(node)      # the same call, timed under node._op
                 # Free the graph as we go: the closure holds the saved activations.
                 node._backward = None
                 node._prev = ()

@@ -15,6 +15,7 @@ kernel each (kernels/softmax.cu, through minidiff.cuda).
 import math
 
 from .. import backend, cuda
+from ..profiler import profiled
 from ..tensor import Tensor
 from ._util import as_tensor, check_ndim, same_dtype
 
@@ -37,6 +38,7 @@ def _softmax_backward(y, dy, axis):
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
+@profiled("softmax")
 def softmax(x, axis=-1):
     """Numerically stable softmax along one axis."""
     x = as_tensor(x)
@@ -50,6 +52,7 @@ def softmax(x, axis=-1):
     return out.set_backward(_backward)
 
 
+@profiled("attention")
 def attention(q, k, v):
     """Scaled dot-product self-attention, one head: q, k, v (B, C, N) -> out (B, C, N)."""
     q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)

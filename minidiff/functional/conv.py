@@ -9,6 +9,7 @@ the kernels of kernels/conv2d.cu on a GPU. tests/test_conv_fast.py holds the two
 import numbers
 
 from .. import backend
+from ..profiler import profiled
 from ..tensor import Tensor
 from . import conv_fast
 from ._util import as_tensor, check_ndim, same_dtype
@@ -17,6 +18,7 @@ free_workspace = conv_fast.free_workspace          # releases the fast path's re
 
 
 # ------------------------------------------------------------------ conv2d
+@profiled("conv2d")
 def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
     """conv2d's arguments and result, as the definition reads, forward and backward:
 
@@ -50,6 +52,7 @@ def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
     return out.set_backward(_backward)
 
 
+@profiled("conv2d")
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation, as torch.nn.functional.conv2d: conv2d_reference, made fast.
 
@@ -98,6 +101,7 @@ def _int_pair(v, op, name, minimum):
 
 
 # ------------------------------------------------------------------ pooling, upsampling
+@profiled("avg_pool2d")
 def avg_pool2d(x, kernel_size=2, stride=None):
     """Mean over kh x kw windows, moved by stride (default: the kernel size), no padding.
 
@@ -131,6 +135,7 @@ def avg_pool2d(x, kernel_size=2, stride=None):
     return out.set_backward(_backward)
 
 
+@profiled("upsample_nearest2d")
 def upsample_nearest2d(x, scale=2):
     """Nearest-neighbour upsampling: every pixel becomes an sh x sw block.
 

@@ -2,12 +2,14 @@
 import math
 
 from .. import backend
+from ..profiler import profiled
 from ..tensor import Tensor, unbroadcast
 from ..validate import check_number
 from ._util import as_tensor, pair
 
 
 # ---------------------------------------------------------------------------- binary
+@profiled("add")
 def add(a, b):
     a, b = pair(a, b, "add")
     out = Tensor.make(a.data + b.data, (a, b), "add")
@@ -20,6 +22,7 @@ def add(a, b):
     return out.set_backward(_backward)
 
 
+@profiled("sub")
 def sub(a, b):
     a, b = pair(a, b, "sub")
     out = Tensor.make(a.data - b.data, (a, b), "sub")
@@ -32,6 +35,7 @@ def sub(a, b):
     return out.set_backward(_backward)
 
 
+@profiled("mul")
 def mul(a, b):
     a, b = pair(a, b, "mul")
     out = Tensor.make(a.data * b.data, (a, b), "mul")
@@ -44,6 +48,7 @@ def mul(a, b):
     return out.set_backward(_backward)
 
 
+@profiled("div")
 def div(a, b):
     a, b = pair(a, b, "div")
     out = Tensor.make(a.data / b.data, (a, b), "div")
@@ -56,6 +61,7 @@ def div(a, b):
     return out.set_backward(_backward)
 
 
+@profiled("pow")
 def pow(a, b):
     """a ** b. With a Tensor exponent, the gradient for b is a^b·log(a), defined for a > 0."""
     a, b = pair(a, b, "pow")
@@ -70,6 +76,7 @@ def pow(a, b):
     return out.set_backward(_backward)
 
 
+@profiled("maximum")
 def maximum(a, b):
     """Elementwise max; a tie sends the gradient to a."""
     a, b = pair(a, b, "maximum")
@@ -86,6 +93,7 @@ def maximum(a, b):
 
 
 # ---------------------------------------------------------------------------- unary
+@profiled("neg")
 def neg(x):
     x = as_tensor(x)
     out = Tensor.make(-x.data, (x,), "neg")
@@ -95,6 +103,7 @@ def neg(x):
     return out.set_backward(_backward)
 
 
+@profiled("exp")
 def exp(x):
     x = as_tensor(x)
     out = Tensor.make(backend.xp().exp(x.data), (x,), "exp")
@@ -104,6 +113,7 @@ def exp(x):
     return out.set_backward(_backward)
 
 
+@profiled("log")
 def log(x):
     x = as_tensor(x)
     out = Tensor.make(backend.xp().log(x.data), (x,), "log")
@@ -113,6 +123,7 @@ def log(x):
     return out.set_backward(_backward)
 
 
+@profiled("sqrt")
 def sqrt(x):
     x = as_tensor(x)
     out = Tensor.make(backend.xp().sqrt(x.data), (x,), "sqrt")
@@ -122,6 +133,7 @@ def sqrt(x):
     return out.set_backward(_backward)
 
 
+@profiled("abs")
 def abs(x):
     x = as_tensor(x)
     xp = backend.xp()
@@ -132,6 +144,7 @@ def abs(x):
     return out.set_backward(_backward)
 
 
+@profiled("tanh")
 def tanh(x):
     x = as_tensor(x)
     out = Tensor.make(backend.xp().tanh(x.data), (x,), "tanh")
@@ -147,6 +160,7 @@ def _sigmoid(xp, a):
     return xp.exp(xp.minimum(a, 0)) / (1 + xp.exp(-xp.abs(a)))
 
 
+@profiled("sigmoid")
 def sigmoid(x):
     x = as_tensor(x)
     out = Tensor.make(_sigmoid(backend.xp(), x.data), (x,), "sigmoid")
@@ -156,6 +170,7 @@ def sigmoid(x):
     return out.set_backward(_backward)
 
 
+@profiled("relu")
 def relu(x):
     x = as_tensor(x)
     mask = x.data > 0
@@ -166,6 +181,7 @@ def relu(x):
     return out.set_backward(_backward)
 
 
+@profiled("silu")
 def silu(x):
     """x·σ(x) (Elfwing et al. 2018), the nonlinearity of Ho et al.'s U-Net."""
     x = as_tensor(x)
@@ -177,6 +193,7 @@ def silu(x):
     return out.set_backward(_backward)
 
 
+@profiled("clip")
 def clip(x, lo=None, hi=None):
     """Clamp to [lo, hi] (numbers; None: no bound on that side). The gradient passes where
     lo <= x <= hi, the bounds included, as in PyTorch's clamp."""
@@ -195,6 +212,7 @@ def clip(x, lo=None, hi=None):
     return out.set_backward(_backward)
 
 
+@profiled("astype")
 def astype(x, dtype):
     """Cast (float32 <-> float64); the gradient is cast back."""
     x = as_tensor(x)

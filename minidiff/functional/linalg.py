@@ -1,9 +1,11 @@
 """Matrix ops: batched matmul and the linear layer, on BLAS."""
 from .. import backend
+from ..profiler import profiled
 from ..tensor import Tensor, unbroadcast
 from ._util import as_tensor, same_dtype
 
 
+@profiled("matmul")
 def matmul(a, b):
     """a @ b for 2-d or batched (..., M, K) @ (..., K, N) operands; batch axes broadcast."""
     a, b = as_tensor(a), as_tensor(b)
@@ -22,6 +24,7 @@ def matmul(a, b):
     return out.set_backward(_backward)
 
 
+@profiled("linear")
 def linear(x, weight, bias=None):
     """y = x Wᵀ + b with W of shape (out, in), the PyTorch convention. x: (..., in)."""
     x, weight = as_tensor(x), as_tensor(weight)

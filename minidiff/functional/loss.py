@@ -7,12 +7,14 @@ Dropout (Srivastava et al. 2014) is used in Ho et al.'s residual blocks (0.1 on 
 import numbers
 
 from .. import backend
+from ..profiler import profiled
 from ..tensor import Tensor
 from ._util import as_tensor, same_dtype
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
+@profiled("mse_loss")
 def mse_loss(pred, target, reduction="mean"):
     """(pred - target)², averaged ("mean"), summed ("sum") or kept per element ("none").
 
@@ -56,6 +58,7 @@ def check_dropout_p(p):
                          f"in [0, 1), got {p!r}")
 
 
+@profiled("dropout")
 def dropout(x, p, training=True):
     """Zero each element with probability p and scale the survivors by 1/(1 - p).
 

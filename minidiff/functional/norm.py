@@ -16,6 +16,7 @@ import numbers
 import numpy as np
 
 from .. import backend, cuda
+from ..profiler import profiled
 from ..tensor import Tensor
 from ._util import as_tensor, same_dtype
 
@@ -37,6 +38,7 @@ def _check_group_norm(x, num_groups, weight, bias):
     same_dtype("group_norm", x, weight, bias)
 
 
+@profiled("group_norm")
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise x of shape (B, C) or (B, C, H, W) in num_groups groups of channels.
 

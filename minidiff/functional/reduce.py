@@ -1,5 +1,6 @@
 """Reductions over any axes, with keepdims, as NumPy reads axis: sum, mean, max, min."""
 from .. import backend
+from ..profiler import profiled
 from ..tensor import Tensor
 from ._util import as_tensor
 
@@ -24,6 +25,7 @@ def _expand_back(g, shape, axes):
     return xp.broadcast_to(g.reshape(kept), shape)
 
 
+@profiled("sum")
 def sum(x, axis=None, keepdims=False):
     x = as_tensor(x)
     axes = _axes(axis, x.ndim, "sum")
@@ -34,6 +36,7 @@ def sum(x, axis=None, keepdims=False):
     return out.set_backward(_backward)
 
 
+@profiled("mean")
 def mean(x, axis=None, keepdims=False):
     x = as_tensor(x)
     axes = _axes(axis, x.ndim, "mean")
@@ -66,9 +69,11 @@ def _extreme(x, axis, keepdims, op, reduce):
     return out.set_backward(_backward)
 
 
+@profiled("max")
 def max(x, axis=None, keepdims=False):
     return _extreme(x, axis, keepdims, "max", backend.xp().max)
 
 
+@profiled("min")
 def min(x, axis=None, keepdims=False):
     return _extreme(x, axis, keepdims, "min", backend.xp().min)

@@ -5,11 +5,13 @@ import builtins
 import numbers
 
 from .. import backend
+from ..profiler import profiled
 from ..tensor import Tensor, array_on
 from ..validate import check_choice
 from ._util import as_tensor
 
 
+@profiled("reshape")
 def reshape(x, *shape):
     x = as_tensor(x)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -37,6 +39,7 @@ def axis_index(axis, ndim, op):
     return int(axis) % ndim
 
 
+@profiled("unsqueeze")
 def unsqueeze(x, axis):
     """A new axis of length 1 at `axis`, in [-(ndim+1), ndim], as torch.unsqueeze (and
     numpy.expand_dims with one axis): (2, 3) -> (1, 2, 3), (2, 1, 3) or (2, 3, 1)."""
@@ -52,6 +55,7 @@ def _axes_arg(axes):
     return axes
 
 
+@profiled("transpose")
 def transpose(x, *axes):
     """Permute axes (all reversed when none are given), like numpy.transpose."""
     x = as_tensor(x)
@@ -60,6 +64,7 @@ def transpose(x, *axes):
     return _permute(x, _axes_arg(axes), "transpose")
 
 
+@profiled("permute")
 def permute(x, *axes):
     """torch.permute: every axis named, in its new order, as permute(x, 0, 2, 3, 1)."""
     x = as_tensor(x)
@@ -79,6 +84,7 @@ def _permute(x, axes, op):
     return out.set_backward(_backward)
 
 
+@profiled("to")
 def to_device(x, device):
     """x on `device` ("cpu" or "cuda"), as torch's Tensor.to: x itself when it is there, else a
     copy whose gradient is moved back to x's device."""
@@ -94,6 +100,7 @@ def to_device(x, device):
     return out.set_backward(_backward)
 
 
+@profiled("concat")
 def concat(tensors, axis=0):
     """Join along an existing axis; the backward slices the gradient back into pieces."""
     ts = [as_tensor(t) for t in tensors]
@@ -125,6 +132,7 @@ def concat(tensors, axis=0):
     return out.set_backward(_backward)
 
 
+@profiled("getitem")
 def getitem(x, idx):
     """Indexing by ints and slices (basic indexing): the backward scatters into zeros."""
     x = as_tensor(x)
