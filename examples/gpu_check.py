@@ -170,8 +170,9 @@ def conv_speed(cp, cuda, repeats):
 def step_speed(cp, cuda, repeats):
     """Whole U-Net steps: ms, samples/s, kernel launches, and the host-noise share."""
     timer, unet_steps = benchmark().timer, benchmark().unet_steps
+    import minidiff
     from minidiff import backend
-    out = []
+    out, profiles = [], {}
     for preset, batch in (("tiny", 64), ("small", 32), ("cifar10", 128)):
         model, steps = unet_steps(cp, preset, batch)
         for name, step in steps.items():
@@ -183,6 +184,9 @@ def step_speed(cp, cuda, repeats):
             finally:
                 cuda._launch = real
             ms = timer(cp, step, repeats)
+            with minidiff.profile() as prof:         # where the time goes, one step, synced
+                step()
+            profiles[f"{preset} b{batch} {name.split()[0]}"] = prof.table(top=10)
             out.append({"preset": preset, "batch": batch, "step": name.split()[0], "ms": ms,
                         "samples_per_s": batch / ms * 1e3, "kernel_launches": len(launches),
                         "parameters": model.num_parameters()})
@@ -191,7 +195,7 @@ def step_speed(cp, cuda, repeats):
                                                                    dtype=np.float32), repeats)
         out[-1]["host_noise_ms"] = noise_ms
         out[-1]["host_noise_share"] = noise_ms / out[-1]["ms"]
-    return out
+    return out, profiles
 
 
 def torch_speed(steps, repeats):
@@ -263,6 +267,8 @@ def markdown(report):
             lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |",
                       "|" + " --- |" * len(cols)]
             lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    for name, table in report.get("profiles", {}).items():
+        lines += ["", f"## Op profile: {name}", "", "```", table, "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -312,7 +318,9 @@ def run(args):
         copy = report["environment"]["copy_GBps"]
         report["speed"] = {"kernels": kernel_speed(cp, cuda, copy, args.size, args.repeats),
                            "conv2d": conv_speed(cp, cuda, args.repeats),
-                           "steps": step_speed(cp, cuda, max(3, args.repeats // 4))}
+                           "steps": None}
+        report["speed"]["steps"], report["profiles"] = step_speed(
+            cp, cuda, max(3, args.repeats // 4))
         report["speed"]["torch"] = torch_speed(report["speed"]["steps"],
                                                max(3, args.repeats // 4))
     os.makedirs(args.out_dir, exist_ok=True)
