@@ -281,7 +281,8 @@ def test_optimizer_load_state_dict_errors_change_nothing():
 @pytest.mark.parametrize("make, match", [
     (lambda p: SGD([p], lr=-1.0), r"SGD: lr: must be a finite number in \[0, inf\], got -1.0"),
     (lambda p: SGD([p], lr=0.1, momentum=1.0), r"momentum: must be a finite number in \[0, 1\)"),
-    (lambda p: Adam([p], betas=(1.0, 0.9)), r"Adam: betas\[0\]: must be a finite number in \[0, 1\)"),
+    (lambda p: Adam([p], betas=(1.0, 0.9)),
+     r"Adam: betas\[0\]: must be a finite number in \[0, 1\)"),
     (lambda p: Adam([p], betas=0.9), r"betas must be a pair"),
     (lambda p: AdamW([p], eps=-1.0), r"AdamW: eps: must be a finite number"),
     (lambda p: Adam([]), r"Adam: got an empty parameter list"),
