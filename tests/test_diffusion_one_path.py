@@ -17,22 +17,11 @@ from minidiff.diffusion import (GaussianDiffusion, _checks, calc_bpd_loop, ddim_
                                 gaussian_diffusion, get_beta_schedule, losses)
 from cuda_emu import Module, poisoned_numpy
 from cuda_emu.testing import assert_close
+from test_diffusion_samplers import toy_model          # the same smooth stand-in network
 
 T = 20
 BETAS = get_beta_schedule("linear", T, beta_start=1e-3, beta_end=0.2)
 PARAMS = ["eps", "x0", "mu", "v"]
-
-
-def toy_model(channels=1):
-    """A fixed smooth function of (x_t, t); channels=2 adds variance outputs in [-1, 1]."""
-    def model(x_t, t):
-        x = x_t.data
-        scale = (1.0 + t.astype(x.dtype)).reshape((-1,) + (1,) * (x.ndim - 1)) / 10.0
-        out = np.tanh(x) * scale + 0.05
-        if channels == 2:
-            out = np.concatenate([out, np.sin(3 * x)], axis=1)
-        return out.astype(x.dtype)
-    return model
 
 
 def diffusion(param="eps", variance="fixed_large", dtype=np.float32, betas=BETAS):

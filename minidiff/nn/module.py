@@ -62,15 +62,20 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
 
     # ------------------------------------------------------------------ walking the attributes
-    def named_children(self):
-        """(name, module) for each direct child: Module attributes and lists/tuples of them."""
+    def _attributes(self, kind):
+        """(name, value) for each attribute of this module that is a `kind`, alone or in a
+        list or tuple ("layers.0"): how children and tensors are found, by one walk."""
         for name, value in vars(self).items():
-            if isinstance(value, Module):
+            if isinstance(value, kind):
                 yield name, value
             elif isinstance(value, (list, tuple)):
                 for i, item in enumerate(value):
-                    if isinstance(item, Module):
+                    if isinstance(item, kind):
                         yield f"{name}.{i}", item
+
+    def named_children(self):
+        """(name, module) for each direct child: Module attributes and lists/tuples of them."""
+        return self._attributes(Module)
 
     def named_modules(self, prefix=""):
         """(dotted name, module) for this module (named `prefix`, "" by default) and every module
@@ -120,13 +125,7 @@ class Module:
     def _own_tensors(self):
         """(name, Tensor) for the tensors of this module itself, not of its children: its
         parameters and any other Tensor attribute (a buffer), alone or in a list or tuple."""
-        for name, value in vars(self).items():
-            if isinstance(value, Tensor):
-                yield name, value
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Tensor):
-                        yield f"{name}.{i}", item
+        return self._attributes(Tensor)
 
     # ------------------------------------------------------------------ devices
     def to(self, device):
