@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from minidiff import Tensor
 from minidiff.functional.conv import avg_pool2d, conv2d, conv2d_reference, upsample_nearest2d
-from tests.gradcheck import grad_check
+from minidiff.testing import gradcheck, strategies
 from tests.naive import naive_conv2d
 from tests.test_conv_fast import PATHS
 
@@ -44,20 +44,13 @@ def naive_upsample(x, sh, sw):
 # ------------------------------------------------------------------ strategies
 @st.composite
 def conv_cases(draw):
-    """Small conv problems: batch 1-2, kernels 1-3 (non-square too), stride 1-2, padding 0-2,
-    odd and even sizes; the kernel always fits the padded input."""
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    H = draw(st.integers(max(1, kh - 2 * ph), 7))
-    W = draw(st.integers(max(1, kw - 2 * pw), 7))
-    B, C, Cout = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    bias = draw(st.booleans())
+    """Small conv problems (minidiff.testing.strategies.conv_configs: batch 1-2, kernels 1-3,
+    non-square too, stride 1-2, padding 0-2, odd and even sizes) with float64 data."""
+    c = draw(strategies.conv_configs())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x = rng.standard_normal((B, C, H, W))
-    w = rng.standard_normal((Cout, C, kh, kw))
-    b = rng.standard_normal(Cout) if bias else None
-    return x, w, b, (sh, sw), (ph, pw)
+    x, w = rng.standard_normal(c.x_shape), rng.standard_normal(c.w_shape)
+    b = rng.standard_normal(c.out_channels) if c.bias else None
+    return x, w, b, c.stride, c.padding
 
 
 def _pair(v):
@@ -74,7 +67,7 @@ def test_conv2d_paths_match_naive_loop_and_finite_differences(conv, name):
     out = conv(Tensor(x), Tensor(w), Tensor(b), stride, padding)
     expected = naive_conv2d(x, w, b, _pair(stride), _pair(padding))
     np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12)
-    grad_check(lambda a, c, d: conv(a, c, d, stride, padding), x, w, b)
+    gradcheck(lambda a, c, d: conv(a, c, d, stride, padding), x, w, b)
 
 
 @each_conv
@@ -92,9 +85,9 @@ def test_conv2d_forward_matches_naive_loop(conv, case):
 def test_conv2d_backward_matches_finite_differences(conv, case):
     x, w, b, stride, padding = case
     if b is None:
-        grad_check(lambda a, c: conv(a, c, None, stride, padding), x, w)
+        gradcheck(lambda a, c: conv(a, c, None, stride, padding), x, w)
     else:
-        grad_check(lambda a, c, d: conv(a, c, d, stride, padding), x, w, b)
+        gradcheck(lambda a, c, d: conv(a, c, d, stride, padding), x, w, b)
 
 
 @each_conv
@@ -184,7 +177,7 @@ def test_avg_pool2d_matches_naive_loop_and_finite_differences(case):
     out = avg_pool2d(Tensor(x), k, stride)
     np.testing.assert_allclose(out.data, naive_avg_pool2d(x, k, stride or k), rtol=1e-12,
                                atol=1e-12)
-    grad_check(lambda a: avg_pool2d(a, k, stride), x)
+    gradcheck(lambda a: avg_pool2d(a, k, stride), x)
 
 
 def test_avg_pool2d_default_is_2x2_stride_2():
@@ -215,7 +208,7 @@ def test_upsample_nearest2d_matches_naive_loop_and_finite_differences(B, C, H, W
     sh, sw = _pair(scale)
     out = upsample_nearest2d(Tensor(x), scale)
     np.testing.assert_array_equal(out.data, naive_upsample(x, sh, sw))
-    grad_check(lambda a: upsample_nearest2d(a, scale), x)
+    gradcheck(lambda a: upsample_nearest2d(a, scale), x)
 
 
 def test_upsample_backward_sums_each_block():

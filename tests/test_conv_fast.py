@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from minidiff import Tensor
 from minidiff.functional.conv import conv2d, conv2d_reference, free_workspace
+from minidiff.testing import strategies
 from tests.naive import naive_conv2d
 
 # The branches of the fast path, each named once so that none can go untested.
@@ -56,18 +57,11 @@ def assert_same(got, ref, tol, what):
 def fast_cases(draw):
     """Batch 1 to 3 (1 often), stride 1 or 2 and padding 0 or 1 on each axis, odd and even
     sizes, kernels 1 to 3 (non-square too), Cout below, equal to and above C."""
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
-    ph, pw = draw(st.sampled_from([0, 1])), draw(st.sampled_from([0, 1]))
-    H = draw(st.integers(max(1, kh - 2 * ph), 9))
-    W = draw(st.integers(max(1, kw - 2 * pw), 9))
-    B = draw(st.sampled_from([1, 1, 2, 3]))
-    C, Cout = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    c = draw(strategies.conv_configs(max_size=9, max_padding=1, max_batch=3, max_channels=5))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x = rng.standard_normal((B, C, H, W))
-    w = rng.standard_normal((Cout, C, kh, kw))
-    b = rng.standard_normal(Cout) if draw(st.booleans()) else None
-    return x, w, b, (sh, sw), (ph, pw)
+    x, w = rng.standard_normal(c.x_shape), rng.standard_normal(c.w_shape)
+    b = rng.standard_normal(c.out_channels) if c.bias else None
+    return x, w, b, c.stride, c.padding
 
 
 @given(fast_cases())
@@ -174,3 +168,53 @@ def test_conv2d_results_do_not_alias_the_workspace(name):
         conv2d(a, c, None, *other[2:]).sum().backward()
     for before, after in zip(kept, (out.data, x.grad, w.grad)):
         np.testing.assert_array_equal(before, after)
+
+
+# ------------------------------------------------------------------ batch slices
+@given(fast_cases(), st.integers(1, 3000))
+def test_a_batch_cut_into_slices_gives_the_reference_numbers(case, budget):
+    """With a workspace budget of a few KB, conv_fast runs the batch a slice of images at a
+    time (often one image each); forward, dX and the dW summed over slices stay exact."""
+    from minidiff.functional import _workspace
+    x, w, b, stride, padding = case
+    saved = _workspace.WORKSPACE_BYTES
+    _workspace.WORKSPACE_BYTES = budget
+    try:
+        got = forward_backward(conv2d, x, w, b, stride, padding)
+    finally:
+        _workspace.WORKSPACE_BYTES = saved
+    ref = forward_backward(conv2d_reference, x, w, b, stride, padding)
+    assert_same(got, ref, 1e-12, f"x {x.shape} w {w.shape} budget {budget} B")
+
+
+@pytest.mark.parametrize("batch, per_image, budget, expected", [
+    (5, 10, 25, [(0, 2), (2, 4), (4, 5)]),          # two images per slice
+    (3, 100, 10, [(0, 1), (1, 2), (2, 3)]),         # one image is over budget: still one each
+    (4, 1, 1 << 20, [(0, 4)]),                      # all fits: one slice
+])
+def test_batch_slices_cover_the_batch_in_order(batch, per_image, budget, expected, monkeypatch):
+    from minidiff.functional import _workspace
+    monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", budget)
+    assert _workspace.batch_slices(batch, per_image) == expected
+
+
+@given(fast_cases(), st.integers(2, 4))
+def test_copies_and_tap_sums_on_threads_give_the_same_bits(case, n_threads):
+    """The layout copies, the shift-add's tap sums and col2im are cut over threads by rows
+    (channels); each number is computed by the same operations in the same order."""
+    import minidiff
+    from minidiff.functional import _parallel
+    x, w, b, stride, padding = case
+    saved = minidiff.get_num_threads(), _parallel.MIN_PARALLEL_SIZE
+    runs = []
+    try:
+        _parallel.MIN_PARALLEL_SIZE = 0                    # cut even these tiny arrays
+        for n in (1, n_threads):
+            minidiff.set_num_threads(n)
+            runs.append(forward_backward(conv2d, x, w, b, stride, padding))
+    finally:
+        minidiff.set_num_threads(saved[0])
+        _parallel.MIN_PARALLEL_SIZE = saved[1]
+    for one, many in zip(*runs):
+        if one is not None:
+            np.testing.assert_array_equal(one, many)

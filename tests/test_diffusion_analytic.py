@@ -2,12 +2,13 @@
 
 For data x0 ~ Σ_k w_k N(m_k, s_k²) (one Gaussian, a two-Gaussian mixture, or atoms when
 s_k = 0), E[x0 | x_t] has a closed form, and so has the MMSE ε-predictor
-ε*(x_t) = (x_t - √ᾱ_t E[x0 | x_t]) / √(1 - ᾱ_t). With it, the samplers should reproduce the
-data distribution up to the discretisation of time.
+ε*(x_t) = (x_t - √ᾱ_t E[x0 | x_t]) / √(1 - ᾱ_t) (minidiff.testing.oracles.optimal_model).
+With it, the samplers should reproduce the data distribution up to the discretisation of time.
 
 Oracles and tolerances:
   * For Gaussian data every sampler is a linear-Gaussian chain, so the exact moments of its
-    output follow from a recursion written here from the paper's formulas. The Monte Carlo
+    output follow from a recursion (minidiff.testing.oracles, written from the paper's
+    formulas; tests/test_testing_oracles.py checks it independently). The Monte Carlo
     moments must match them within 4 standard errors (σ/√N for the mean, σ/√(2N) for the
     standard deviation), so a correct sampler fails with probability < 1e-4.
   * The exact moments, in turn, must match the data within the discretisation error of a
@@ -23,83 +24,12 @@ import pytest
 import minidiff
 from minidiff.diffusion import (GaussianDiffusion, ddim_sample_loop, ddim_timesteps,
                                 get_beta_schedule)
+from minidiff.testing import assert_normal, oracles
 
 N = 20000                    # samples per Monte Carlo test
 DISCRETISATION = 0.05        # relative allowance for a finite number of steps (see above)
-GAUSS = ((1.0,), (0.3,), (0.5,))                       # w, m, s: N(0.3, 0.5²)
-MIXTURE = ((0.3, 0.7), (-0.5, 0.5), (0.1, 0.2))        # 0.3 N(-0.5, 0.1²) + 0.7 N(0.5, 0.2²)
-
-
-def posterior_mean_x0(x, abar, w, m, s):
-    """E[x0 | x_t = x] for x0 ~ Σ_k w_k N(m_k, s_k²), x_t = √ᾱ x0 + √(1-ᾱ) ε (float64)."""
-    w, m, s = (np.asarray(a, dtype=np.float64) for a in (w, m, s))
-    x, abar = x[..., None], abar[..., None]                       # (..., 1): broadcast over k
-    var = abar * s ** 2 + 1 - abar                                 # Var(x_t | k)
-    log_r = np.log(w) - 0.5 * np.log(var) - 0.5 * (x - np.sqrt(abar) * m) ** 2 / var
-    r = np.exp(log_r - log_r.max(axis=-1, keepdims=True))
-    r /= r.sum(axis=-1, keepdims=True)                             # p(k | x_t)
-    mean_k = m + np.sqrt(abar) * s ** 2 / var * (x - np.sqrt(abar) * m)   # E[x0 | x_t, k]
-    return (r * mean_k).sum(axis=-1)
-
-
-def optimal_eps_model(betas, w, m, s):
-    """model(x_t, t) returning the MMSE ε for the data Σ w_k N(m_k, s_k²)."""
-    abar_all = np.cumprod(1 - np.asarray(betas, dtype=np.float64))
-
-    def model(x_t, t):
-        x = x_t.data.astype(np.float64)
-        abar = abar_all[t].reshape((-1,) + (1,) * (x.ndim - 1))
-        x0 = posterior_mean_x0(x, np.broadcast_to(abar, x.shape), w, m, s)
-        return ((x - np.sqrt(abar) * x0) / np.sqrt(1 - abar)).astype(x_t.dtype)
-    return model
-
-
-def mixture_moments(w, m, s):
-    w, m, s = (np.asarray(a) for a in (w, m, s))
-    mean = (w * m).sum()
-    return mean, np.sqrt((w * (s ** 2 + m ** 2)).sum() - mean ** 2)
-
-
-# ------------------------------------------------------------------ exact Gaussian recursions
-def ddpm_moments(betas, m, s, variance):
-    """Mean and sd of Alg. 2's output for N(m, s²) data and the optimal predictor."""
-    b = np.asarray(betas, dtype=np.float64)
-    abar = np.cumprod(1 - b)
-    abar_prev = np.concatenate([[1.0], abar[:-1]])
-    mean, var = 0.0, 1.0                                           # x_T ~ N(0, 1)
-    for t in reversed(range(len(b))):
-        k = np.sqrt(abar[t]) * s ** 2 / (abar[t] * s ** 2 + 1 - abar[t])  # E[x0|x] = m + k(x - √ᾱm)
-        c1 = np.sqrt(abar_prev[t]) * b[t] / (1 - abar[t])          # Eq. 7
-        c2 = np.sqrt(1 - b[t]) * (1 - abar_prev[t]) / (1 - abar[t])  # Eq. 7
-        A, B = c1 * k + c2, c1 * (m - k * np.sqrt(abar[t]) * m)
-        beta_tilde = (1 - abar_prev[t]) / (1 - abar[t]) * b[t]
-        sigma2 = 0.0 if t == 0 else (b[t] if variance == "fixed_large" else beta_tilde)
-        mean, var = A * mean + B, A ** 2 * var + sigma2            # Alg. 2, line 4
-    return mean, np.sqrt(var)
-
-
-def ddim_moments(betas, m, s, timesteps):
-    """Mean and sd of DDIM's (η = 0) output for N(m, s²) data and the optimal predictor."""
-    abar_all = np.cumprod(1 - np.asarray(betas, dtype=np.float64))
-    abar_seq = abar_all[timesteps]
-    mean, var = 0.0, 1.0
-    for i in reversed(range(len(timesteps))):
-        abar, abar_prev = abar_seq[i], (abar_seq[i - 1] if i > 0 else 1.0)
-        k = np.sqrt(abar) * s ** 2 / (abar * s ** 2 + 1 - abar)
-        # x̂0 = m + k(x - √ᾱ m); ε̂ = (x - √ᾱ x̂0)/√(1-ᾱ); x' = √ᾱ' x̂0 + √(1-ᾱ') ε̂ (DDIM Eq. 12)
-        r = np.sqrt(1 - abar_prev) / np.sqrt(1 - abar)
-        A = np.sqrt(abar_prev) * k + r * (1 - np.sqrt(abar) * k)
-        B = (np.sqrt(abar_prev) - r * np.sqrt(abar)) * (m - k * np.sqrt(abar) * m)
-        mean, var = A * mean + B, A ** 2 * var
-    return mean, np.sqrt(var)
-
-
-def check_moments(x, mean, sd, what):
-    n = x.size
-    assert abs(x.mean() - mean) < 4 * sd / np.sqrt(n), (what, x.mean(), mean)
-    assert abs(x.std() - sd) < 4 * sd / np.sqrt(2 * n), (what, x.std(), sd)
-
-
+GAUSS = oracles.gaussian(0.3, 0.5)                                  # N(0.3, 0.5²)
+MIXTURE = oracles.mixture((0.3, 0.7), (-0.5, 0.5), (0.1, 0.2))      # 0.3 N(-0.5, 0.1²) + ...
 BETAS = get_beta_schedule("cosine", 200)
 
 
@@ -107,9 +37,9 @@ BETAS = get_beta_schedule("cosine", 200)
 def test_ddpm_on_gaussian_data_matches_exact_moments(variance):
     w, (m,), (s,) = GAUSS
     d = GaussianDiffusion(BETAS, variance=variance, dtype=np.float64)
-    x = d.p_sample_loop(optimal_eps_model(BETAS, *GAUSS), (N, 1), clip_denoised=False)
-    exact_mean, exact_sd = ddpm_moments(BETAS, m, s, variance)
-    check_moments(x, exact_mean, exact_sd, variance)                    # code == the chain
+    x = d.p_sample_loop(oracles.optimal_model(BETAS, GAUSS), (N, 1), clip_denoised=False)
+    exact_mean, exact_sd = oracles.ddpm_output_law(BETAS, GAUSS, variance)
+    assert_normal(x, exact_mean, exact_sd, sigmas=4, what=variance)    # code == the chain
     assert abs(exact_mean - m) < DISCRETISATION * s                     # chain ≈ the data
     assert abs(exact_sd - s) < DISCRETISATION * s
 
@@ -117,17 +47,17 @@ def test_ddpm_on_gaussian_data_matches_exact_moments(variance):
 def test_ddim_on_gaussian_data_matches_exact_moments():
     w, (m,), (s,) = GAUSS
     d = GaussianDiffusion(BETAS, dtype=np.float64)
-    x = ddim_sample_loop(d, optimal_eps_model(BETAS, *GAUSS), (N, 1), num_steps=50, eta=0.0,
+    x = ddim_sample_loop(d, oracles.optimal_model(BETAS, GAUSS), (N, 1), num_steps=50, eta=0.0,
                          clip_denoised=False)
-    exact_mean, exact_sd = ddim_moments(BETAS, m, s, ddim_timesteps(len(BETAS), 50))
-    check_moments(x, exact_mean, exact_sd, "ddim")
+    exact_mean, exact_sd = oracles.ddim_output_law(BETAS, GAUSS, ddim_timesteps(len(BETAS), 50))
+    assert_normal(x, exact_mean, exact_sd, sigmas=4, what="ddim")
     assert abs(exact_mean - m) < DISCRETISATION * s
     assert abs(exact_sd - s) < DISCRETISATION * s
 
 
 def check_mixture(x):
     w, m, s = MIXTURE
-    mean, sd = mixture_moments(*MIXTURE)
+    mean, sd = oracles.moments(MIXTURE)
     n = x.size
     assert abs(x.mean() - mean) < 4 * sd / np.sqrt(n) + DISCRETISATION * sd, x.mean()
     assert abs(x.std() - sd) < 4 * sd / np.sqrt(2 * n) + DISCRETISATION * sd, x.std()
@@ -138,12 +68,12 @@ def check_mixture(x):
 @pytest.mark.parametrize("variance", ["fixed_large", "fixed_small"])
 def test_ddpm_on_a_two_gaussian_mixture(variance):
     d = GaussianDiffusion(BETAS, variance=variance, dtype=np.float64)
-    check_mixture(d.p_sample_loop(optimal_eps_model(BETAS, *MIXTURE), (N, 1)))
+    check_mixture(d.p_sample_loop(oracles.optimal_model(BETAS, MIXTURE), (N, 1)))
 
 
 def test_ddim_on_a_two_gaussian_mixture():
     d = GaussianDiffusion(BETAS, dtype=np.float64)
-    check_mixture(ddim_sample_loop(d, optimal_eps_model(BETAS, *MIXTURE), (N, 1),
+    check_mixture(ddim_sample_loop(d, oracles.optimal_model(BETAS, MIXTURE), (N, 1),
                                    num_steps=50, eta=0.0))
 
 
@@ -157,7 +87,7 @@ def test_ddpm_on_one_point_returns_the_point(variance, clip):
     minidiff.manual_seed(3)
     betas = get_beta_schedule("linear", 100, beta_end=0.1)
     d = GaussianDiffusion(betas, variance=variance)                    # float32
-    x = d.p_sample_loop(optimal_eps_model(betas, (1.0,), (POINT,), (0.0,)), (64, 3),
+    x = d.p_sample_loop(oracles.optimal_model(betas, oracles.gaussian(POINT, 0.0)), (64, 3),
                         clip_denoised=clip)
     assert x.dtype == np.float32
     np.testing.assert_allclose(x, POINT, rtol=0, atol=1e-5)
@@ -168,6 +98,6 @@ def test_ddpm_on_one_point_returns_the_point(variance, clip):
 def test_ddim_on_one_point_returns_the_point(eta, steps):
     betas = get_beta_schedule("linear", 100, beta_end=0.1)
     d = GaussianDiffusion(betas)
-    x = ddim_sample_loop(d, optimal_eps_model(betas, (1.0,), (POINT,), (0.0,)), (64, 3),
+    x = ddim_sample_loop(d, oracles.optimal_model(betas, oracles.gaussian(POINT, 0.0)), (64, 3),
                          num_steps=steps, eta=eta)
     np.testing.assert_allclose(x, POINT, rtol=0, atol=1e-5)

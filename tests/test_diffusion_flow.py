@@ -1,11 +1,12 @@
 """Flow matching: the straight path, the velocity MSE, and the Euler sampler.
 
 Oracles: the formulas written out with NumPy; float64 central differences for the loss's
-gradient; and the exact velocity field of analytic data, E[x1 - x0 | x_t] = (x_t - E[x0|x_t])/t,
-with which Euler's method must carry N(0, I) to the data. For Gaussian data Euler's method is
-a linear chain, so its exact output moments follow from a recursion; the Monte Carlo moments
-must match them within 4 standard errors, and they must match the data within 5% of s (the
-recursion gives -1.5% for 100 steps). For the mixture: 4 standard errors plus that 5%.
+gradient; and the exact velocity field of analytic data, E[x1 - x0 | x_t] = (x_t - E[x0|x_t])/t
+(minidiff.testing.oracles), with which Euler's method must carry N(0, I) to the data. For
+Gaussian data Euler's method is a linear chain, so its exact output moments follow from a
+recursion (oracles.flow_euler_output_law); the Monte Carlo moments must match them within 4
+standard errors, and they must match the data within 5% of s (the recursion gives -1.5% for
+100 steps). For the mixture: 4 standard errors plus that 5%.
 """
 import numpy as np
 import pytest
@@ -13,41 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradcheck import grad_check
 from minidiff import Tensor
 from minidiff.diffusion import (flow_euler_sample, flow_matching_loss, flow_path,
                                 flow_velocity_target)
+from minidiff.testing import assert_normal, gradcheck, oracles
 from test_diffusion_analytic import DISCRETISATION, GAUSS, MIXTURE, check_mixture
 
 N = 20000
-
-
-def exact_velocity(w, m, s):
-    """v(x, t) = E[x1 - x0 | x_t = x] for x0 ~ Σ w_k N(m_k, s_k²), x1 ~ N(0, 1)."""
-    w, m, s = (np.asarray(a, dtype=np.float64) for a in (w, m, s))
-
-    def model(x_t, t):
-        x = x_t.data.astype(np.float64)[..., None]                   # (..., 1) over k
-        tt = t.astype(np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
-        var = (1 - tt) ** 2 * s ** 2 + tt ** 2                       # Var(x_t | k)
-        log_r = np.log(w) - 0.5 * np.log(var) - 0.5 * (x - (1 - tt) * m) ** 2 / var
-        r = np.exp(log_r - log_r.max(axis=-1, keepdims=True))
-        r /= r.sum(axis=-1, keepdims=True)
-        x0 = (r * (m + (1 - tt) * s ** 2 / var * (x - (1 - tt) * m))).sum(axis=-1)
-        return ((x[..., 0] - x0) / tt[..., 0]).astype(x_t.dtype)     # x1 = (x_t - (1-t)x0)/t
-    return model
-
-
-def euler_moments(m, s, steps):
-    """Exact mean and sd of Euler's output for N(m, s²) data (a linear chain)."""
-    mean, var, dt = 0.0, 1.0, 1.0 / steps
-    for k in range(steps):
-        t = 1.0 - k * dt
-        kappa = (1 - t) * s ** 2 / ((1 - t) ** 2 * s ** 2 + t ** 2)   # E[x0|x] = m + κ(x-(1-t)m)
-        A = 1 - dt * (1 - kappa) / t
-        B = dt * m * (1 - kappa * (1 - t)) / t
-        mean, var = A * mean + B, A ** 2 * var
-    return mean, np.sqrt(var)
 
 
 # ------------------------------------------------------------------ path, target and loss
@@ -73,7 +46,7 @@ def test_loss_is_differentiable_in_the_model_parameters():
     def op(w, b):
         model = (lambda x_t, tt: x_t * w + b)                        # v = w·x + b
         return flow_matching_loss(model, x0, t=t, noise=x1)
-    grad_check(op, rng.standard_normal(3), rng.standard_normal(3))
+    gradcheck(op, rng.standard_normal(3), rng.standard_normal(3))
 
 
 def test_loss_draws_t_and_noise_from_the_library_generator():
@@ -90,22 +63,23 @@ def test_loss_draws_t_and_noise_from_the_library_generator():
 # ------------------------------------------------------------------ Euler with the exact field
 def test_euler_with_the_exact_velocity_maps_noise_to_gaussian_data():
     w, (m,), (s,) = GAUSS
-    x = flow_euler_sample(exact_velocity(*GAUSS), (N, 1), num_steps=100, dtype=np.float64)
-    exact_mean, exact_sd = euler_moments(m, s, 100)
-    assert abs(x.mean() - exact_mean) < 4 * exact_sd / np.sqrt(N)
-    assert abs(x.std() - exact_sd) < 4 * exact_sd / np.sqrt(2 * N)
+    x = flow_euler_sample(oracles.flow_velocity_model(GAUSS), (N, 1), num_steps=100,
+                          dtype=np.float64)
+    exact_mean, exact_sd = oracles.flow_euler_output_law(GAUSS, 100)
+    assert_normal(x, exact_mean, exact_sd, sigmas=4, what="euler")
     assert abs(exact_mean - m) < DISCRETISATION * s
     assert abs(exact_sd - s) < DISCRETISATION * s
 
 
 def test_euler_with_the_exact_velocity_maps_noise_to_the_mixture():
-    check_mixture(flow_euler_sample(exact_velocity(*MIXTURE), (N, 1), num_steps=100,
-                                    dtype=np.float64))
+    model = oracles.flow_velocity_model(MIXTURE)
+    check_mixture(flow_euler_sample(model, (N, 1), num_steps=100, dtype=np.float64))
 
 
 @pytest.mark.parametrize("steps", [1, 5, 50])
 def test_euler_on_one_point_returns_the_point(steps):
-    x = flow_euler_sample(exact_velocity((1.0,), (0.4,), (0.0,)), (64, 3), num_steps=steps)
+    x = flow_euler_sample(oracles.flow_velocity_model(oracles.gaussian(0.4, 0.0)), (64, 3),
+                          num_steps=steps)
     assert x.dtype == np.float32
     np.testing.assert_allclose(x, 0.4, rtol=0, atol=1e-5)
 

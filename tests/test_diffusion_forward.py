@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import minidiff
 from minidiff.diffusion import GaussianDiffusion, get_beta_schedule
-from test_diffusion_schedules import schedules
+from minidiff.testing import strategies
 
 EPS64 = 1e-12          # float64 round-off allowance, scaled by each formula's conditioning
 
@@ -32,7 +32,7 @@ def assert_within(actual, expected, tol):
 @st.composite
 def problems(draw, max_T=100):
     """A float64 diffusion, a batch x0 in [-1, 1], noise, and timesteps t (0-based)."""
-    d = GaussianDiffusion(draw(schedules(max_T=max_T)), dtype=np.float64)
+    d = GaussianDiffusion(draw(strategies.betas(max_T=max_T)), dtype=np.float64)
     B, D = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     x0 = draw(hnp.arrays(np.float64, (B, D), elements=st.floats(-1, 1)))
     noise = draw(hnp.arrays(np.float64, (B, D), elements=st.floats(-3, 3)))
@@ -71,6 +71,14 @@ def test_closed_form_equals_the_iterated_chain(problem):
         np.testing.assert_allclose(mean[i], m, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(var[i, 0], v, rtol=1e-10)
         np.testing.assert_allclose(log_var[i, 0], np.log(v), rtol=1e-9, atol=1e-12)
+
+
+def test_q_variance_keeps_its_digits_when_beta_is_tiny():
+    """1 - ᾱ for β_1 = 1e-9 is β_1 itself; computed as 1 - ᾱ it would keep 8 of 16 digits
+    (strategies.betas' hostile schedules found this)."""
+    d = GaussianDiffusion(np.array([1e-9, 1e-9]), dtype=np.float64)
+    var = d.q_mean_variance(np.zeros((2, 1)), np.array([0, 1]))[1][:, 0]
+    np.testing.assert_allclose(var, [1e-9, 1e-9 * (2 - 1e-9)], rtol=1e-15)
 
 
 @pytest.mark.parametrize("t", [0, 7, 29])

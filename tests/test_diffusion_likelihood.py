@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gradcheck import grad_check
 from minidiff.diffusion import (GaussianDiffusion, approx_standard_normal_cdf,
                                 discretized_gaussian_log_likelihood, get_beta_schedule,
                                 normal_kl)
-from test_diffusion_analytic import optimal_eps_model
+from minidiff.testing import gradcheck, oracles
 
 GRID = np.arange(256) / 127.5 - 1.0                  # the 256 data values scaled to [-1, 1]
 CDF_APPROX_ERROR = 1.8e-4    # max |tanh approximation - Φ| over the real line, measured below
@@ -58,8 +57,8 @@ def test_kl_is_nonnegative_and_zero_only_for_equal_gaussians(m1, lv1, m2, lv2):
 
 def test_kl_gradients():
     rng = np.random.default_rng(0)
-    grad_check(normal_kl, rng.standard_normal(5), rng.standard_normal(5),
-               rng.standard_normal(5), rng.standard_normal(5))
+    gradcheck(normal_kl, rng.standard_normal(5), rng.standard_normal(5),
+              rng.standard_normal(5), rng.standard_normal(5))
 
 
 # ------------------------------------------------------------------ the decoder
@@ -99,8 +98,8 @@ def test_decoder_gradients():
     x = GRID[[0, 3, 100, 128, 200, 255]][None, :]
     means = x + 0.02 * rng.standard_normal(x.shape)
     log_scales = np.full(x.shape, -3.0) + 0.3 * rng.standard_normal(x.shape)
-    grad_check(lambda m, s: discretized_gaussian_log_likelihood(x, m, s), means, log_scales,
-               atol=1e-6, rtol=1e-5)
+    gradcheck(lambda m, s: discretized_gaussian_log_likelihood(x, m, s), means, log_scales,
+              atol=1e-6, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ bits per dim
@@ -119,7 +118,7 @@ def test_bpd_of_one_point_is_prior_plus_decoder_in_closed_form():
     d = GaussianDiffusion(betas, variance="fixed_small", dtype=np.float64)
     c = GRID[170]
     x0 = np.full((8, 2), c)
-    out = d.calc_bpd_loop(optimal_eps_model(betas, (1.0,), (c,), (0.0,)), x0)
+    out = d.calc_bpd_loop(oracles.optimal_model(betas, oracles.gaussian(c, 0.0)), x0)
     b = np.asarray(betas)
     abar = np.cumprod(1 - b)
     sd = math.sqrt((1 - abar[0]) / (1 - abar[1]) * b[1])                # √β̃ of index 1
@@ -146,7 +145,8 @@ def test_bpd_approaches_the_entropy_of_discrete_data():
     for T, beta_end in [(200, 0.1), (1000, 0.02)]:
         betas = get_beta_schedule("linear", T, beta_start=1e-6, beta_end=beta_end)
         d = GaussianDiffusion(betas, variance="fixed_small", dtype=np.float64)
-        total = d.calc_bpd_loop(optimal_eps_model(betas, probs, atoms, 0 * probs), x0)["total_bpd"]
+        model = oracles.optimal_model(betas, oracles.mixture(probs, atoms, 0 * probs))
+        total = d.calc_bpd_loop(model, x0)["total_bpd"]
         se = total.std() / np.sqrt(total.size)
         assert total.mean() > H - 4 * se, (T, total.mean(), H)
         gaps[T] = total.mean() - H

@@ -3,7 +3,7 @@
 
 Oracles: the losses written out with NumPy from the paper's formulas; Eq. 12's ε-weighting
 and the Gaussian KL in closed form; Φ from math.erf for the decoder; and float64 central
-differences (grad_check) for every gradient.
+differences (gradcheck) for every gradient.
 """
 import math
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import minidiff
-from gradcheck import grad_check
 from minidiff import Tensor
 from minidiff import functional as F
 from minidiff.diffusion import GaussianDiffusion, get_beta_schedule
+from minidiff.testing import gradcheck
 
 BETAS = get_beta_schedule("linear", 30, beta_start=1e-3, beta_end=0.15)
 LN2 = math.log(2.0)
@@ -180,8 +180,8 @@ def test_losses_are_differentiable_in_the_model_parameters(loss, param, variance
     # hybrid stops the bound's gradient to the mean (w, b), so finite differences of the
     # forward value only check its variance parameter w2; the next test checks w and b.
     wrt = {"fixed_large": (0, 1), "fixed_small": (0, 1), "learned_range": (0, 1, 2)}[variance]
-    grad_check(op, 0.5 + 0.1 * rng.standard_normal(2), 0.1 * rng.standard_normal(2),
-               rng.standard_normal(2), wrt=(2,) if loss == "hybrid" else wrt)
+    gradcheck(op, 0.5 + 0.1 * rng.standard_normal(2), 0.1 * rng.standard_normal(2),
+              rng.standard_normal(2), wrt=(2,) if loss == "hybrid" else wrt)
 
 
 def test_hybrid_trains_the_mean_only_through_l_simple():

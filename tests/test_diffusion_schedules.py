@@ -2,34 +2,16 @@
 
 Oracles: each schedule's closed form written as a naive per-step loop with the math module;
 the schedule invariants (β̃_t <= β_t, ᾱ strictly decreasing inside (0, 1)) as properties over
-schedules drawn by hypothesis.
+schedules drawn by hypothesis (minidiff.testing.strategies.betas: hostile ones too).
 """
 import math
 
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from minidiff.diffusion import GaussianDiffusion, check_betas, get_beta_schedule
-
-NAMED = ["linear", "quadratic", "sigmoid", "constant", "cosine"]
-
-
-@st.composite
-def schedules(draw, max_T=200):
-    """A β schedule: one of the named ones with drawn parameters, or a user-given array."""
-    kind = draw(st.sampled_from(NAMED + ["array"]))
-    T = draw(st.integers(1, max_T))
-    if kind == "array":
-        return draw(hnp.arrays(np.float64, T, elements=st.floats(1e-5, 0.2)))
-    if kind == "constant":
-        return get_beta_schedule(kind, T, beta=draw(st.floats(1e-5, 0.2)))
-    if kind == "cosine":
-        return get_beta_schedule(kind, T, s=draw(st.floats(0.0, 0.1)))
-    b0 = draw(st.floats(1e-6, 0.05))
-    return get_beta_schedule(kind, T, beta_start=b0, beta_end=draw(st.floats(b0, 0.2)))
+from minidiff.testing import strategies
 
 
 # ------------------------------------------------------------------ the schedules' formulas
@@ -70,7 +52,7 @@ def test_cosine_is_clipped_at_0999_and_alphabar_follows_the_cosine():
 
 
 # ------------------------------------------------------------------ invariants
-@given(schedules())
+@given(strategies.betas())
 def test_posterior_variance_below_beta_and_alphabar_decreasing(betas):
     d = GaussianDiffusion(betas, dtype=np.float64)
     abar = d.alphas_cumprod
@@ -84,7 +66,7 @@ def test_posterior_variance_below_beta_and_alphabar_decreasing(betas):
     assert np.isfinite(d.large_log_variance).all()
 
 
-@given(schedules(max_T=50))
+@given(strategies.betas(max_T=50))
 def test_buffers_are_computed_in_float64_and_cast_once(betas):
     d32 = GaussianDiffusion(betas)                                # float32 is the default
     d64 = GaussianDiffusion(betas, dtype=np.float64)

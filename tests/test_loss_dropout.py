@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minidiff
-from gradcheck import grad_check
 from minidiff import Tensor
 from minidiff.functional.loss import dropout, mse_loss
+from minidiff.testing import gradcheck
 
 
 # ---------------------------------------------------------------------------- mse_loss
@@ -36,7 +36,7 @@ def test_mse_loss_mean_gradient_closed_form():
 def test_mse_loss_backward_matches_finite_differences(shape, reduction, seed):
     r = np.random.default_rng(seed)
     pred, target = r.standard_normal(shape), r.standard_normal(shape)
-    grad_check(lambda a, b: mse_loss(a, b, reduction), pred, target, atol=1e-7, rtol=1e-6)
+    gradcheck(lambda a, b: mse_loss(a, b, reduction), pred, target, atol=1e-7, rtol=1e-6)
     reduce = {"mean": np.mean, "sum": np.sum, "none": lambda a: a}[reduction]
     expected = reduce((pred - target) ** 2)
     np.testing.assert_allclose(mse_loss(Tensor(pred), Tensor(target), reduction).data, expected,

@@ -1,5 +1,5 @@
 """group_norm, softmax and attention: forwards against naive loops, backwards against float64
-central finite differences (tests/gradcheck.py)."""
+central finite differences (minidiff.testing.gradcheck)."""
 import math
 
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gradcheck import grad_check
 from minidiff import Tensor
 from minidiff.functional.attention import attention, softmax
 from minidiff.functional.norm import group_norm
+from minidiff.testing import assert_close, gradcheck
 
 
 # ---------------------------------------------------------------------------- references
@@ -42,16 +42,6 @@ def attention_loops(q, k, v):
             for j in range(N):
                 out[b, :, i] += e[j] / z * v[b, :, j]
     return out
-
-
-def assert_close(actual, expected, atol, rtol):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    err = np.abs(actual - expected)
-    tol = atol + rtol * np.abs(expected)
-    if not (err <= tol).all():
-        j = np.unravel_index(np.argmax(err - tol), err.shape)
-        raise AssertionError(f"mismatch at {j}: expected {expected[j]!r}, got {actual[j]!r}")
 
 
 # ---------------------------------------------------------------------------- strategies
@@ -87,12 +77,12 @@ def test_group_norm_forward_matches_loops(case, eps):
 def test_group_norm_backward_matches_finite_differences(case):
     x, G, w, b = case
     x = x / (np.abs(x).max() + 1e-3)   # keep σ moderate so finite differences stay accurate
-    grad_check(lambda x, w, b: group_norm(x, G, w, b), x, w, b, atol=1e-5, rtol=1e-4)
+    gradcheck(lambda x, w, b: group_norm(x, G, w, b), x, w, b, atol=1e-5, rtol=1e-4)
 
 
 def test_group_norm_backward_without_affine():
     x = np.random.default_rng(1).standard_normal((2, 6, 3, 3))
-    grad_check(lambda x: group_norm(x, 3), x, atol=1e-6, rtol=1e-5)
+    gradcheck(lambda x: group_norm(x, 3), x, atol=1e-6, rtol=1e-5)
 
 
 def test_group_norm_output_has_zero_mean_unit_variance_per_group():
@@ -153,7 +143,7 @@ def test_softmax_forward_closed_form_and_backward(rows, cols, axis, seed):
     y = softmax(Tensor(x), axis=axis).data
     expected = np.exp(x) / np.exp(x).sum(axis=axis, keepdims=True)
     assert_close(y, expected, atol=1e-15, rtol=1e-12)
-    grad_check(lambda x: softmax(x, axis=axis), x, atol=1e-7, rtol=1e-6)
+    gradcheck(lambda x: softmax(x, axis=axis), x, atol=1e-7, rtol=1e-6)
 
 
 def test_softmax_is_stable_for_huge_inputs():
@@ -180,7 +170,7 @@ def test_attention_forward_matches_loops(qkv):
 
 @given(qkv_case())
 def test_attention_backward_matches_finite_differences(qkv):
-    grad_check(attention, *qkv, atol=1e-6, rtol=1e-5)
+    gradcheck(attention, *qkv, atol=1e-6, rtol=1e-5)
 
 
 def test_attention_uniform_scores_average_the_values():
@@ -189,7 +179,8 @@ def test_attention_uniform_scores_average_the_values():
     q = np.zeros_like(v)
     k = np.random.default_rng(6).standard_normal((2, 3, 7))
     y = attention(Tensor(q), Tensor(k), Tensor(v)).data
-    assert_close(y, np.broadcast_to(v.mean(axis=2, keepdims=True), v.shape), 1e-15, 1e-12)
+    assert_close(y, np.broadcast_to(v.mean(axis=2, keepdims=True), v.shape),
+                 atol=1e-15, rtol=1e-12)
 
 
 def test_attention_float32_stays_float32():

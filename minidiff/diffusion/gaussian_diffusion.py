@@ -130,6 +130,7 @@ class GaussianDiffusion(Conversions):
         self.sqrt_alphas = to(sqrt_alphas)
         self.sqrt_betas = to(sqrt_betas)
         self.sqrt_alphas_cumprod = to(sqrt_alphas_cumprod)
+        self.one_minus_alphas_cumprod = to(one_minus_alphas_cumprod)
         self.sqrt_one_minus_alphas_cumprod = to(sqrt_one_minus_alphas_cumprod)
         self.log_one_minus_alphas_cumprod = to(log_one_minus_alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = to(sqrt_recip_alphas_cumprod)
@@ -174,7 +175,7 @@ class GaussianDiffusion(Conversions):
 
     def _q_mean_variance(self, x0, t):                                  # Ho et al. 2020, Eq. 4
         mean = x0 * self.extract(self.sqrt_alphas_cumprod, t, x0.shape)
-        variance = 1.0 - self.extract(self.alphas_cumprod, t, x0.shape)
+        variance = self.extract(self.one_minus_alphas_cumprod, t, x0.shape)   # 1 - ᾱ_t, exact
         log_variance = self.extract(self.log_one_minus_alphas_cumprod, t, x0.shape)
         return mean, variance, log_variance
 

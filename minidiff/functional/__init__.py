@@ -5,7 +5,7 @@
     shape.py         reshape unsqueeze transpose permute concat getitem to_device
     linalg.py        matmul linear
     conv.py          conv2d avg_pool2d upsample_nearest2d
-    norm.py          group_norm
+    norm.py          group_norm group_norm_silu (fast paths: norm_fast.py, on threads: _parallel.py)
     attention.py     softmax attention
     loss.py          mse_loss dropout
 """
@@ -15,6 +15,6 @@ from .elementwise import (abs, add, astype, clip, div, exp, log, maximum, mul, n
                           sigmoid, silu, sqrt, sub, tanh)
 from .linalg import linear, matmul
 from .loss import dropout, mse_loss
-from .norm import group_norm
+from .norm import group_norm, group_norm_silu
 from .reduce import max, mean, min, sum
 from .shape import concat, getitem, permute, reshape, to_device, transpose, unsqueeze

@@ -11,10 +11,10 @@ import numbers
 from .. import backend
 from ..profiler import profiled
 from ..tensor import Tensor
-from . import conv_fast
+from . import _workspace, conv_fast
 from ._util import as_tensor, check_ndim, same_dtype
 
-free_workspace = conv_fast.free_workspace          # releases the fast path's reused buffers
+free_workspace = _workspace.free_workspace         # releases the fast path's reused buffers
 
 
 # ------------------------------------------------------------------ conv2d

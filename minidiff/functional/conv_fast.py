@@ -22,50 +22,28 @@ like Y, (Cout, N). Four choices make it fast on a CPU:
    kernel (moving kh*kw*Cout), else scatter-add dcols back (col2im, moving kh*kw*C). For
    dW, when Cout < C, the im2col is of dY rather than of the input (_conv_weight_grad).
    A 1x1 convolution needs no im2col and no layout change: see _pointwise_conv2d.
-4. No fresh big arrays. Temporaries live in reused workspace buffers (see _scratch).
+4. Every core. BLAS runs the GEMMs on all threads; the layout copies and the tap sums are
+   cut into rows over threads too (_parallel.py), each thread its own channels.
+5. No fresh big arrays. Temporaries live in reused workspace buffers (_workspace.py).
+6. Bounded buffers. A big batch runs as a few slices of images (_slices), so im2col's
+   kh*kw-fold copy never takes more than _workspace.WORKSPACE_BYTES: a sampling step of the
+   `small` U-Net at batch 64 would otherwise hold a 470 MB `cols`.
 
-Python loops run over the kh*kw kernel offsets only, never over pixels or batch elements.
+Python loops run over the kh*kw kernel offsets and those few slices, never over pixels or
+single batch elements.
 
 On the GPU (device "cuda") a kh x kw convolution runs as the implicit-GEMM kernels of
 kernels/conv2d.cu instead, forward and backward (_conv2d_kernels); a 1x1 one stays a matmul,
 on cuBLAS.
 """
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from .. import backend, cuda
 from ..tensor import Tensor
-
-
-# ------------------------------------------------------------------ workspace
-# A temporary of tens of MB costs the OS more to hand out than to fill: the allocator gives
-# big freed blocks back, and every new page then faults and is zeroed (measured: 2.7 ms of
-# a 3.4 ms 1x1 conv). So each kind of temporary has one buffer, grown when needed and
-# reused by every call. The slots below are never alive twice at once: a conv2d call is
-# over, or its backward has finished with a slot, before the slot is filled again.
-#   "padded"  the padded channels-first input X (or dY, or the dX accumulator of col2im)
-#   "cols"    im2col's matrix, shift-add's products Z, col2im's dcols, or a 1x1 dW per image
-#   "output"  the GEMM result Y before it goes back to NCHW
-#   "grad"    G, the output gradient laid out like Y
-#   "grad_grid"  the output gradient on the grid of X (see _conv_weight_grad)
-_workspace = {}
-
-
-def _scratch(slot, shape, dtype):
-    """An uninitialised array of `shape` in the workspace buffer `slot`."""
-    xp = backend.xp()
-    key = (slot, xp.__name__, xp.dtype(dtype).str)
-    n = math.prod(shape)
-    buf = _workspace.get(key)
-    if buf is None or buf.size < n:
-        buf = _workspace[key] = xp.empty(n, dtype=dtype)
-    return buf[:n].reshape(shape)
-
-
-def free_workspace():
-    """Release conv2d's reused buffers (they are rebuilt on the next call)."""
-    _workspace.clear()
+from ._parallel import copy_rows, over_rows
+from ._workspace import batch_slices
+from ._workspace import scratch as _scratch
 
 
 # ------------------------------------------------------------------ geometry
@@ -143,7 +121,7 @@ def _pad_channels_first(x, g):
     rows[:, :, :g.ph] = 0                                              # the padding
     rows[:, :, :, :g.pw] = 0
     rows[:, :, :, g.pw + g.W:] = 0
-    rows[:, :, g.ph:, g.pw:g.pw + g.W] = x.transpose(1, 0, 2, 3)
+    copy_rows(rows[:, :, g.ph:, g.pw:g.pw + g.W], x.transpose(1, 0, 2, 3))
     return X
 
 
@@ -160,7 +138,7 @@ def _im2col(X, g):
     """cols[(c, i, j), (b, y, x)] = X_padded[c, b, y*sh + i, x*sw + j]: (C*kh*kw, N)."""
     windows = _windows(X, g)
     cols = _scratch("cols", windows.shape, X.dtype)
-    cols[...] = windows                                                # the one copy
+    copy_rows(cols, windows)                                           # the one copy
     return cols.reshape(g.C * g.kh * g.kw, g.N)
 
 
@@ -171,21 +149,23 @@ def _col2im(dcols, g):
     dX[...] = 0
     windows = _windows(dX, g)                                          # writable view
     dcols = dcols.reshape(windows.shape)
-    for i in range(g.kh):                                              # taps overlap, so
-        for j in range(g.kw):                                          # one tap at a time
-            windows[:, i, j] += dcols[:, i, j]
+
+    def add_back(lo, hi):                                              # input channels lo:hi
+        for i in range(g.kh):                                          # taps overlap, so
+            for j in range(g.kw):                                      # one tap at a time
+                windows[lo:hi, i, j] += dcols[lo:hi, i, j]
+    over_rows(add_back, g.C, dcols.size)
     dX = dX[:, :g.B * g.Hr * g.Wr].reshape(g.C, g.B, g.Hr, g.Wr)
     dX = dX[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W].transpose(1, 0, 2, 3)
     return dX.copy()                                # (B, C, H, W), a new array, never a view
 
 
-def _to_nchw(Y, g, bias=None):
-    """GEMM output (Cout, N) -> a new (B, Cout, Ho, Wo), without junk columns, plus bias."""
+def _to_nchw(Y, g, bias, out):
+    """GEMM output (Cout, N) -> out (B, Cout, Ho, Wo), without junk columns, plus bias."""
     Cout = Y.shape[0]
     if bias is not None:
         Y += bias.reshape(Cout, 1)                 # on long contiguous rows: 2x faster here
-    Y = Y.reshape(Cout, g.B, g.Ho, g.Wc)[..., :g.Wo].transpose(1, 0, 2, 3)
-    return Y.copy()                                                    # (B, Cout, Ho, Wo)
+    copy_rows(out, Y.reshape(Cout, g.B, g.Ho, g.Wc)[..., :g.Wo].transpose(1, 0, 2, 3))
 
 
 def _from_nchw(dY, g):
@@ -193,7 +173,7 @@ def _from_nchw(dY, g):
     Cout = dY.shape[1]
     G = _scratch("grad", (Cout, g.B, g.Ho, g.Wc), dY.dtype)
     G[..., g.Wo:] = 0
-    G[..., :g.Wo] = dY.transpose(1, 0, 2, 3)
+    copy_rows(G[..., :g.Wo], dY.transpose(1, 0, 2, 3))
     return G.reshape(Cout, g.N)
 
 
@@ -224,22 +204,36 @@ def _shift_add(X, w, g):
         strides=((g.kw * Cout * L + g.Wr) * e, (Cout * L + 1) * e, L * e,
                  g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
     Y = _scratch("output", (Cout, g.B, g.Ho, g.Wc), X.dtype)
-    Y[...] = taps[0, 0]
-    for i in range(g.kh):                                              # kernel offsets only
-        for j in range(g.kw):
-            if (i, j) != (0, 0):
-                Y += taps[i, j]
+
+    def add_taps(lo, hi):                                              # output channels lo:hi
+        Y[lo:hi] = taps[0, 0, lo:hi]
+        for i in range(g.kh):                                          # kernel offsets only
+            for j in range(g.kw):
+                if (i, j) != (0, 0):
+                    Y[lo:hi] += taps[i, j, lo:hi]
+    over_rows(add_taps, Cout, Y.size * g.kh * g.kw)
     return Y.reshape(Cout, g.N)
+
+
+def _slices(g, Cout, itemsize):
+    """The batch in slices of images whose buffers fit the workspace budget, each with its
+    geometry: the same convolution on fewer images. The biggest buffer per image is
+    im2col's kh*kw*C numbers per padded pixel, or shift-add's kh*kw*Cout."""
+    per_image = g.kh * g.kw * max(g.C, Cout) * g.Hr * g.Wr * itemsize
+    return [(b0, b1, replace(g, B=b1 - b0)) for b0, b1 in batch_slices(g.B, per_image)]
 
 
 def _conv_forward(x, w, g, bias=None):
     """The raw forward on arrays: (B, C, H, W) * (Cout, C, kh, kw) -> new (B, Cout, Ho, Wo)."""
-    X = _pad_channels_first(x, g)                                      # (C, L)
-    if w.shape[0] < g.C:
-        Y = _shift_add(X, w, g)                                        # (Cout, N)
-    else:
-        Y = _gemm_im2col(X, w, g)                                      # (Cout, N)
-    return _to_nchw(Y, g, bias)
+    y = backend.xp().empty((g.B, w.shape[0], g.Ho, g.Wo), x.dtype)
+    for b0, b1, gs in _slices(g, w.shape[0], x.itemsize):
+        X = _pad_channels_first(x[b0:b1], gs)                          # (C, L)
+        if w.shape[0] < g.C:
+            Y = _shift_add(X, w, gs)                                   # (Cout, N)
+        else:
+            Y = _gemm_im2col(X, w, gs)                                 # (Cout, N)
+        _to_nchw(Y, gs, bias, out=y[b0:b1])
+    return y
 
 
 # ------------------------------------------------------------------ conv2d
@@ -261,13 +255,19 @@ def conv2d(x, weight, bias, stride, padding):
 
     def _backward():
         dY = out.grad                                                  # (B, Cout, Ho, Wo)
-        G = _from_nchw(dY, g)                                          # (Cout, N)
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
+        dW, dX = 0, backend.xp().empty_like(x.data)
+        for b0, b1, gs in _slices(g, weight.shape[0], x.data.itemsize):
+            G = _from_nchw(dY[b0:b1], gs)                              # (Cout, N)
+            if weight.requires_grad:                                   # dW adds up the slices
+                dW = dW + _conv_weight_grad(x.data[b0:b1], dY[b0:b1], G, weight.data, gs)
+            if x.requires_grad:
+                dX[b0:b1] = _conv_input_grad(dY[b0:b1], G, weight.data, gs)
         if weight.requires_grad:
-            weight.accum_grad(_conv_weight_grad(x.data, dY, G, weight.data, g))
+            weight.accum_grad(dW)
         if x.requires_grad:
-            x.accum_grad(_conv_input_grad(dY, G, weight.data, g))      # (B, C, H, W)
+            x.accum_grad(dX)                                           # (B, C, H, W)
     return out.set_backward(_backward)
 
 

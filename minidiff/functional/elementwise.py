@@ -1,10 +1,13 @@
 """Elementwise ops. Binary ops broadcast; their backward sums back with `unbroadcast`."""
 import math
 
+import numpy as np
+
 from .. import backend
 from ..profiler import profiled
 from ..tensor import Tensor, unbroadcast
 from ..validate import check_number
+from ._parallel import over_rows
 from ._util import as_tensor, pair
 
 
@@ -185,11 +188,34 @@ def relu(x):
 def silu(x):
     """x·σ(x) (Elfwing et al. 2018), the nonlinearity of Ho et al.'s U-Net."""
     x = as_tensor(x)
-    s = _sigmoid(backend.xp(), x.data)
-    out = Tensor.make(x.data * s, (x,), "silu")
+    xp = backend.xp()
+    a = xp.ascontiguousarray(x.data)
+    s, y = xp.empty_like(a), xp.empty_like(a)
+    a1, s1, y1 = a.reshape(-1), s.reshape(-1), y.reshape(-1)
 
-    def _backward():                                   # d(xσ) = σ + xσ(1-σ) = σ(1 + x(1-σ))
-        x.accum_grad(out.grad * s * (1 + x.data * (1 - s)))
+    def forward(lo, hi):                               # a slice of the numbers, on one thread
+        sp = s1[lo:hi]
+        xp.negative(a1[lo:hi], out=sp)
+        with np.errstate(over="ignore"):               # e^-a = inf for a < -88: σ = 1/inf = 0
+            xp.exp(sp, out=sp)
+        sp += 1
+        xp.reciprocal(sp, out=sp)                      # σ(a) = 1 / (1 + e^-a)
+        xp.multiply(a1[lo:hi], sp, out=y1[lo:hi])      # SiLU(a) = a σ(a)
+    over_rows(forward, a1.size, a1.size)
+    out = Tensor.make(y, (x,), "silu")
+
+    def _backward():                                   # d(aσ) = σ + aσ(1-σ) = σ + y(1-σ)
+        g = xp.ascontiguousarray(out.grad).reshape(-1)
+        dx = xp.empty_like(g)
+
+        def backward(lo, hi):
+            d = dx[lo:hi]
+            xp.subtract(1, s1[lo:hi], out=d)
+            d *= y1[lo:hi]
+            d += s1[lo:hi]
+            d *= g[lo:hi]
+        over_rows(backward, g.size, g.size)
+        x.accum_grad(dx.reshape(x.shape))
     return out.set_backward(_backward)
 
 

@@ -7,9 +7,12 @@ own scale γ (weight) and shift β (bias):
     μ = mean(x over the group)            σ² = mean((x - μ)² over the group)
     x̂ = (x - μ) / √(σ² + ε)               y = γ_c · x̂ + β_c
 
-The backward is written in closed form (not by chaining primitive ops); it keeps only μ and
-rstd = 1/√(σ² + ε) and rebuilds x̂ from x, as the fused GPU kernels do: on the GPU each
-direction is one kernel launch (kernels/groupnorm.cu, through minidiff.cuda).
+group_norm_reference is that algorithm line by line. Its backward is written in closed form
+(not by chaining primitive ops); it keeps only μ and rstd = 1/√(σ² + ε) and rebuilds x̂ from
+x. group_norm, the one the layers call, returns the same numbers faster: through norm_fast.py
+on the CPU, and on the GPU in one kernel launch each way (kernels/groupnorm.cu, through
+minidiff.cuda). group_norm_silu is SiLU(group_norm(x)) as one op, the U-Net's usual pair.
+tests/test_norm_fast.py holds the fast paths equal to the reference.
 """
 import numbers
 
@@ -18,7 +21,9 @@ import numpy as np
 from .. import backend, cuda
 from ..profiler import profiled
 from ..tensor import Tensor
+from . import norm_fast
 from ._util import as_tensor, same_dtype
+from .elementwise import silu
 
 
 def _check_group_norm(x, num_groups, weight, bias):
@@ -38,20 +43,48 @@ def _check_group_norm(x, num_groups, weight, bias):
     same_dtype("group_norm", x, weight, bias)
 
 
-@profiled("group_norm")
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
-    """Normalise x of shape (B, C) or (B, C, H, W) in num_groups groups of channels.
-
-    weight and bias (γ, β) have shape (C,); None leaves that part out.
-    """
+def _group_norm_args(x, num_groups, weight, bias, eps):
     x = as_tensor(x)
     weight = None if weight is None else as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
     _check_group_norm(x, num_groups, weight, bias)
     if not eps > 0:
         raise ValueError(f"group_norm: eps must be > 0, got {eps!r}")
+    return x, weight, bias
+
+
+@profiled("group_norm")
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise x of shape (B, C) or (B, C, H, W) in num_groups groups of channels.
+
+    weight and bias (γ, β) have shape (C,); None leaves that part out.
+    """
+    x, weight, bias = _group_norm_args(x, num_groups, weight, bias, eps)
     if cuda.use_kernels(x.data):
         return _group_norm_kernels(x, num_groups, weight, bias, eps)
+    if isinstance(x.data, np.ndarray):
+        return _group_norm_fast(x, num_groups, weight, bias, eps, silu=False)
+    return _group_norm_math(x, num_groups, weight, bias, eps)
+
+
+@profiled("group_norm_silu")
+def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """SiLU(group_norm(x)) (Elfwing et al. 2018 after Wu & He 2018), as one op: the
+    normalised values are never stored; the backward rebuilds them from x, μ and rstd."""
+    x, weight, bias = _group_norm_args(x, num_groups, weight, bias, eps)
+    if isinstance(x.data, np.ndarray) and not cuda.use_kernels(x.data):
+        return _group_norm_fast(x, num_groups, weight, bias, eps, silu=True)
+    return silu(group_norm(x, num_groups, weight, bias, eps))     # GPU: the kernel, then SiLU
+
+
+@profiled("group_norm")
+def group_norm_reference(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """group_norm's arguments and result, computed as the algorithm reads, on any device."""
+    x, weight, bias = _group_norm_args(x, num_groups, weight, bias, eps)
+    return _group_norm_math(x, num_groups, weight, bias, eps)
+
+
+def _group_norm_math(x, num_groups, weight, bias, eps):
     xp = backend.xp()
     B, C = x.shape[:2]
     G = num_groups
@@ -86,6 +119,26 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
             dx = rstd * (dx_hat - dx_hat.mean(axis=2, keepdims=True)
                          - x_hat_g * (dx_hat * x_hat_g).mean(axis=2, keepdims=True))
             x.accum_grad(dx.reshape(x.shape))
+    return out.set_backward(_backward)
+
+
+def _group_norm_fast(x, num_groups, weight, bias, eps, silu):
+    """group_norm (silu=False) or group_norm_silu on the CPU, through norm_fast.py."""
+    C = x.shape[1]
+    gamma = np.ones(C, x.dtype) if weight is None else weight.data              # (C,) γ
+    beta = np.zeros(C, x.dtype) if bias is None else bias.data                  # (C,) β
+    y, mean, rstd = norm_fast.forward(x.data, num_groups, gamma, beta, eps, silu)
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+    out = Tensor.make(y, parents, "group_norm_silu" if silu else "group_norm")
+
+    def _backward():
+        dx, dgamma, dbeta = norm_fast.backward(out.grad, x.data, mean, rstd, gamma, beta, silu)
+        if weight is not None and weight.requires_grad:
+            weight.accum_grad(dgamma)                                  # dγ_c = Σ dh · x̂
+        if bias is not None and bias.requires_grad:
+            bias.accum_grad(dbeta)                                     # dβ_c = Σ dh
+        if x.requires_grad:
+            x.accum_grad(dx)                                           # (B, C, ...)
     return out.set_backward(_backward)
 
 

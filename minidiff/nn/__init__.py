@@ -2,7 +2,8 @@
 
     module.py       Parameter, Module (naming, state_dict, load_state_dict, .to(device)),
                     the checks of loaded arrays
-    layers.py       initialisation; Linear, Conv2d, GroupNorm, Dropout, SiLU, ReLU, Identity
+    layers.py       initialisation; Linear, Conv2d, GroupNorm, GroupNormSiLU, Dropout, SiLU,
+                    ReLU, Identity
     containers.py   ModuleList, Sequential
 
 A Module finds its parameters by walking its own attributes, in the order they were set:
@@ -23,6 +24,6 @@ A Module's tensors live on one device. After set_device(), a model built before 
 with `model.to(device)`; calling it unmoved raises a one-line RuntimeError naming both devices.
 """
 from .containers import ModuleList, Sequential
-from .layers import (Conv2d, Dropout, GroupNorm, Identity, Linear, ReLU, SiLU,
+from .layers import (Conv2d, Dropout, GroupNorm, GroupNormSiLU, Identity, Linear, ReLU, SiLU,
                      variance_scaling_uniform, zero_init)
 from .module import Module, Parameter, checked_array, checked_values

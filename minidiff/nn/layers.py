@@ -15,7 +15,7 @@ from .. import backend
 from .. import functional as F
 from ..functional.conv import conv2d
 from ..functional.loss import check_dropout_p, dropout
-from ..functional.norm import group_norm
+from ..functional.norm import group_norm, group_norm_silu
 from ..validate import check_int, check_number
 from .module import Module, Parameter
 
@@ -96,6 +96,14 @@ class GroupNorm(Module):
 
     def forward(self, x):                                            # (B, C, ...) -> same
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class GroupNormSiLU(GroupNorm):
+    """SiLU(GroupNorm(x)), computed as one op (functional.group_norm_silu): the pair that
+    opens every residual block of Ho et al.'s U-Net. Same parameters as GroupNorm."""
+
+    def forward(self, x):                                            # (B, C, ...) -> same
+        return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
 class Dropout(Module):

@@ -7,7 +7,8 @@
         assert_close(y, ref, atol=1e-6, rtol=1e-5, what="softmax")
 
 RUNNERS are the emulator with blocks (and threads) in ascending, descending and random order,
-and a real GPU through CuPy (marked `gpu`, skipped when there is none).
+and a real GPU through CuPy (marked `gpu`, skipped when there is none). assert_close is
+minidiff.testing's, re-exported here.
 """
 import contextlib
 
@@ -16,8 +17,11 @@ import pytest
 
 import minidiff
 from minidiff import backend, cuda
+from minidiff.testing import assert_close
 
 from . import ORDERS, Module, block_order, poisoned_numpy
+
+__all__ = ["GPU", "RUNNERS", "Device", "on", "gpu_available", "assert_close"]
 
 
 def gpu_available():
@@ -61,24 +65,3 @@ def on(runner, seed=0):
     else:
         with cuda.emulate(Module, xp=poisoned_numpy), block_order(runner, seed):
             yield Device(np.asarray)
-
-
-def assert_close(actual, expected, atol, rtol, what):
-    """|actual - expected| <= atol + rtol |expected| everywhere; NaN is never close. A failure
-    names the first differing indices with the expected and actual values."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, \
-        f"{what}: shape {actual.shape}, expected {expected.shape}"
-    err = np.abs(actual.astype(np.float64) - expected)
-    tol = atol + rtol * np.abs(expected)
-    bad = ~(err <= tol)
-    if bad.any():
-        a, r = (f"{v:g}" if np.ndim(v) == 0 else "(per element)" for v in (atol, rtol))
-        lines = [f"{what}: {int(bad.sum())} of {bad.size} elements differ "
-                 f"(tolerance atol {a} + rtol {r} |expected|)"]
-        for idx in np.argwhere(bad)[:8]:
-            i = tuple(int(v) for v in idx)
-            lines.append(f"  at {i}: expected {expected[i]!r}, actual {actual[i]!r}, "
-                         f"|diff| {err[i]:.3g} > {tol[i]:.3g}")
-        raise AssertionError("\n".join(lines))
