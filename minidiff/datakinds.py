@@ -66,8 +66,16 @@ def _load_digits(cfg):
     return data.load_digits(size=16, split="train")                     # (N, 1, 16, 16)
 
 
-def _load_mnist(cfg):
+def _load_idx(cfg):
     return data.load_mnist_images(cfg.data_path, size=cfg.image_size)   # (N, 1, S, S)
+
+
+def _load_mnist_5k(cfg):
+    return data.load_mnist_5k("train", cfg.image_size, cfg.data_path or None)   # (4500, 1, S, S)
+
+
+def _load_fashion(cfg):
+    return data.load_fashion_mnist("train", cfg.image_size, cfg.data_path or None)  # (60000, ...)
 
 
 def _load_folder(cfg):
@@ -78,8 +86,22 @@ def _heldout_digits(cfg, path):
     return data.load_digits(size=16, split="test"), "the digits test split"   # (360, 1, 16, 16)
 
 
-def _heldout_mnist(cfg, path):
+def _heldout_idx(cfg, path):
     return data.load_mnist_images(path, size=cfg.image_size), path
+
+
+def _heldout_mnist_5k(cfg, path):
+    x = data.load_mnist_5k("test", cfg.image_size, path or cfg.data_path or None)
+    return x, "the MNIST-5k test split (the last 50 of each digit)"       # (500, 1, S, S)
+
+
+def _heldout_fashion(cfg, path):
+    x = data.load_fashion_mnist("test", cfg.image_size, path or cfg.data_path or None)
+    return x, "the Fashion-MNIST test set"                                # (10000, 1, S, S)
+
+
+def _grey(cfg):
+    return (1, cfg.image_size, cfg.image_size)
 
 
 def _heldout_folder(cfg, path):
@@ -93,8 +115,10 @@ DATA_KINDS = {
     "picture": DataKind("picture", False, False, _load_points, _points_shape),
     "digits": DataKind("digits", True, False, _load_digits, lambda cfg: (1, 16, 16),
                        _heldout_digits),
-    "mnist": DataKind("mnist", True, True, _load_mnist,
-                      lambda cfg: (1, cfg.image_size, cfg.image_size), _heldout_mnist),
+    "mnist": DataKind("mnist", True, False, _load_mnist_5k, _grey, _heldout_mnist_5k),
+    "fashion-mnist": DataKind("fashion-mnist", True, False, _load_fashion, _grey,
+                              _heldout_fashion),
+    "idx": DataKind("idx", True, True, _load_idx, _grey, _heldout_idx),
     "folder": DataKind("folder", True, True, _load_folder,
                        lambda cfg: (cfg.channels, cfg.image_size, cfg.image_size),
                        _heldout_folder),

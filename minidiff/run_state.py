@@ -11,7 +11,7 @@ other, before anything changes.
 """
 import numpy as np
 
-from . import backend
+from . import backend, distributed
 from .checkpoint import check_like
 from .config import TrainConfig
 
@@ -35,10 +35,12 @@ def _unflatten(prefix, arrays, meta):
     return sd
 
 
-def state(t):
-    """(arrays, meta) of the trainer t."""
+def state(t, streams=None):
+    """(arrays, meta) of the trainer t; with N ranks, also N and every rank's own stream
+    (`streams`, gathered by rank 0: minidiff/distributed)."""
     arrays, meta = {}, {"step": t.step, "config": t.cfg.to_json(),
                         "device": backend.get_device(), "rng": backend.get_rng_state()}
+    meta.update(distributed.world().checkpoint_meta(streams))          # one process: nothing
     for name, value in t.model.state_dict().items():
         arrays["model." + name] = value
     opt_meta, ema_meta = {}, {}
@@ -70,6 +72,7 @@ def restore(t, path, arrays, meta, restore_rng):
         raise ValueError(f"resume: the config differs from the checkpoint's ({path}): "
                          + "; ".join(diffs) + ". Use the checkpoint's values, or another "
                          "--out-dir for a new run")
+    distributed.world().check_checkpoint(path, meta, restore_rng)      # ranks, their streams
     step = meta.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         refuse(path, "meta.step", f"must be an int >= 0, got {step!r:.40}")
@@ -79,7 +82,7 @@ def restore(t, path, arrays, meta, restore_rng):
                                 for name in t.opt.buffers_in_use()
                                 for i, p in enumerate(t.params)})
     check_like(path, arrays, meta, template_arrays, template_meta,
-               skip=("format", "config", "device"))
+               skip=("format", "config", "device") + distributed.META_KEYS)
     _check_counts(t, path, meta, step, template_meta)
     if step > t.cfg.steps:
         raise ValueError(f"steps: the checkpoint {path} is at step {step}, past "
@@ -97,6 +100,7 @@ def restore(t, path, arrays, meta, restore_rng):
     t.warmup.load_state_dict(meta["warmup"])
     if restore_rng:
         backend.set_rng_state(meta["rng"])
+        distributed.world().set_stream(meta)
     t.step = step
 
 

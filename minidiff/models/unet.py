@@ -7,14 +7,16 @@
     then nearest x2 + conv (not after the first level) --> GroupNorm, SiLU, conv_out
 
 The timestep enters every ResBlock through the embedding MLP. Output convs start at zero
-(Ho et al. use init_scale=0 for them), so an untrained network predicts 0.
+(Ho et al. use init_scale=0 for them), so an untrained network predicts 0. With
+learn_sigma=True conv_out gives 2C channels: the prediction, then v, which sets log σ_t²
+between log β̃_t and log β_t (Nichol & Dhariwal 2021, Eq. 15); at 0, halfway between them.
 """
 import numpy as np
 
 from .. import functional as F
 from ..functional.attention import attention
 from ..functional.conv import upsample_nearest2d
-from ..nn import Conv2d, Dropout, GroupNorm, Linear, Module
+from ..nn import Conv2d, Dropout, GroupNorm, GroupNormSiLU, Linear, Module
 from .embedding import timestep_embedding
 
 # Presets. `tiny` and `small` are the benchmark's PyTorch reference configurations; `cifar10` is
@@ -35,20 +37,20 @@ class ResBlock(Module):
 
     def __init__(self, cin, cout, tdim, groups, dropout, dtype):
         super().__init__()
-        self.norm1 = GroupNorm(groups, cin, dtype=dtype)
+        self.norm1 = GroupNormSiLU(groups, cin, dtype=dtype)
         self.conv1 = Conv2d(cin, cout, 3, padding=1, dtype=dtype)
         self.temb = Linear(tdim, cout, dtype=dtype)
-        self.norm2 = GroupNorm(groups, cout, dtype=dtype)
+        self.norm2 = GroupNormSiLU(groups, cout, dtype=dtype)
         self.dropout = Dropout(dropout)
         self.conv2 = Conv2d(cout, cout, 3, padding=1, init_scale=0.0, dtype=dtype)
         # 1x1 "NIN" shortcut when the channel count changes (Ho et al.'s nin_shortcut)
         self.skip = Conv2d(cin, cout, 1, dtype=dtype) if cin != cout else None
 
     def forward(self, x, temb):                                 # x (B, cin, H, W), temb (B, T)
-        h = self.conv1(F.silu(self.norm1(x)))                   # (B, cout, H, W)
+        h = self.conv1(self.norm1(x))                           # conv(SiLU(GN(x))) (B, cout, H, W)
         t = self.temb(F.silu(temb))                             # (B, cout)
         h = h + F.reshape(t, t.shape + (1, 1))                  # broadcast over H, W
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))     # (B, cout, H, W)
+        h = self.conv2(self.dropout(self.norm2(h)))             # conv(drop(SiLU(GN(h))))
         shortcut = x if self.skip is None else self.skip(x)
         return shortcut + h
 
@@ -90,7 +92,7 @@ class Upsample(Module):
 class UNet(Module):
     def __init__(self, in_channels=3, image_size=32, base_channels=64, ch_mult=(1, 2, 2),
                  num_res_blocks=2, attn_resolutions=(16,), groups=8, dropout=0.0,
-                 dtype=np.float32):
+                 learn_sigma=False, dtype=np.float32):
         super().__init__()
         ch, tdim = base_channels, 4 * base_channels
         if ch % groups or any((ch * m) % groups for m in ch_mult):
@@ -102,7 +104,7 @@ class UNet(Module):
         self.config = dict(in_channels=in_channels, image_size=image_size,
                            base_channels=base_channels, ch_mult=tuple(ch_mult),
                            num_res_blocks=num_res_blocks, attn_resolutions=tuple(attn_resolutions),
-                           groups=groups, dropout=dropout)
+                           groups=groups, dropout=dropout, learn_sigma=bool(learn_sigma))
         self.in_channels, self.image_size, self.base, self.dtype = (in_channels, image_size, ch,
                                                                     dtype)
         # timestep embedding MLP: sinusoid(ch) -> Dense(4ch) -> SiLU -> Dense(4ch)
@@ -143,8 +145,9 @@ class UNet(Module):
                 res *= 2
         assert not skips, "every skip connection is consumed"
 
-        self.norm_out = GroupNorm(groups, cur, dtype=dtype)
-        self.conv_out = Conv2d(cur, in_channels, 3, padding=1, init_scale=0.0, dtype=dtype)
+        self.norm_out = GroupNormSiLU(groups, cur, dtype=dtype)
+        out_channels = in_channels * (2 if learn_sigma else 1)     # 2C: + v of the variance
+        self.conv_out = Conv2d(cur, out_channels, 3, padding=1, init_scale=0.0, dtype=dtype)
 
     def forward(self, x, t):                                    # x (B, C, H, W), t (B,)
         if x.ndim != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
@@ -172,7 +175,7 @@ class UNet(Module):
             else:
                 h = m(h)                                        # AttnBlock or Upsample
         assert not hs
-        return self.conv_out(F.silu(self.norm_out(h)))          # (B, C, H, W)
+        return self.conv_out(self.norm_out(h))                  # conv(SiLU(GN(h))): (B, C|2C, H, W)
 
 
 def unet_from_preset(name, **overrides):

