@@ -257,12 +257,17 @@ def conv2d(x, weight, bias, stride, padding):
         dY = out.grad                                                  # (B, Cout, Ho, Wo)
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
-        dW, dX = 0, backend.xp().empty_like(x.data)
-        for b0, b1, gs in _slices(g, weight.shape[0], x.data.itemsize):
+        slices = _slices(g, weight.shape[0], x.data.itemsize)
+        dW, dX = 0, None
+        if x.requires_grad and len(slices) > 1:
+            dX = backend.xp().empty_like(x.data)                       # the slices fill it
+        for b0, b1, gs in slices:
             G = _from_nchw(dY[b0:b1], gs)                              # (Cout, N)
             if weight.requires_grad:                                   # dW adds up the slices
                 dW = dW + _conv_weight_grad(x.data[b0:b1], dY[b0:b1], G, weight.data, gs)
-            if x.requires_grad:
+            if x.requires_grad and dX is None:                         # one slice: no copy
+                dX = _conv_input_grad(dY, G, weight.data, gs)
+            elif x.requires_grad:
                 dX[b0:b1] = _conv_input_grad(dY[b0:b1], G, weight.data, gs)
         if weight.requires_grad:
             weight.accum_grad(dW)

@@ -122,43 +122,45 @@ def _group_norm_math(x, num_groups, weight, bias, eps):
     return out.set_backward(_backward)
 
 
+def _gamma_beta(x, weight, bias):
+    """γ and β as arrays of x's dtype: ones and zeros where the layer has none. (C,) each."""
+    xp, C = backend.xp(), x.shape[1]
+    gamma = xp.ones(C, x.dtype) if weight is None else weight.data
+    beta = xp.zeros(C, x.dtype) if bias is None else bias.data
+    return gamma, beta
+
+
+def _accumulate(x, weight, bias, dx, dgamma, dbeta):
+    """Hand a fused backward's three gradients to the tensors that want them."""
+    if weight is not None and weight.requires_grad:
+        weight.accum_grad(dgamma)                                      # dγ_c = Σ dh · x̂
+    if bias is not None and bias.requires_grad:
+        bias.accum_grad(dbeta)                                         # dβ_c = Σ dh
+    if x.requires_grad:
+        x.accum_grad(dx)                                               # (B, C, ...)
+
+
 def _group_norm_fast(x, num_groups, weight, bias, eps, silu):
     """group_norm (silu=False) or group_norm_silu on the CPU, through norm_fast.py."""
-    C = x.shape[1]
-    gamma = np.ones(C, x.dtype) if weight is None else weight.data              # (C,) γ
-    beta = np.zeros(C, x.dtype) if bias is None else bias.data                  # (C,) β
+    gamma, beta = _gamma_beta(x, weight, bias)                         # (C,) γ, β
     y, mean, rstd = norm_fast.forward(x.data, num_groups, gamma, beta, eps, silu)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     out = Tensor.make(y, parents, "group_norm_silu" if silu else "group_norm")
 
     def _backward():
-        dx, dgamma, dbeta = norm_fast.backward(out.grad, x.data, mean, rstd, gamma, beta, silu)
-        if weight is not None and weight.requires_grad:
-            weight.accum_grad(dgamma)                                  # dγ_c = Σ dh · x̂
-        if bias is not None and bias.requires_grad:
-            bias.accum_grad(dbeta)                                     # dβ_c = Σ dh
-        if x.requires_grad:
-            x.accum_grad(dx)                                           # (B, C, ...)
+        grads = norm_fast.backward(out.grad, x.data, mean, rstd, gamma, beta, silu)
+        _accumulate(x, weight, bias, *grads)
     return out.set_backward(_backward)
 
 
 def _group_norm_kernels(x, num_groups, weight, bias, eps):
     """group_norm on the GPU: the same math as above, one kernel each way (groupnorm.cu)."""
-    xp = backend.xp()
-    C = x.shape[1]
-    gamma = xp.ones(C, dtype=np.float32) if weight is None else weight.data      # (C,) γ
-    beta = xp.zeros(C, dtype=np.float32) if bias is None else bias.data          # (C,) β
+    gamma, beta = _gamma_beta(x, weight, bias)                         # (C,) γ, β
     y, mean, rstd = cuda.group_norm_forward(x.data, gamma, beta, num_groups, eps)  # μ, rstd (B, G)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     out = Tensor.make(y, parents, "group_norm")
 
     def _backward():
-        dx, dgamma, dbeta = cuda.group_norm_backward(out.grad, x.data, mean, rstd, gamma, beta,
-                                                     num_groups)
-        if weight is not None and weight.requires_grad:
-            weight.accum_grad(dgamma)                                  # dγ_c = Σ dy · x̂
-        if bias is not None and bias.requires_grad:
-            bias.accum_grad(dbeta)                                     # dβ_c = Σ dy
-        if x.requires_grad:
-            x.accum_grad(dx)                                           # (B, C, ...)
+        grads = cuda.group_norm_backward(out.grad, x.data, mean, rstd, gamma, beta, num_groups)
+        _accumulate(x, weight, bias, *grads)
     return out.set_backward(_backward)
