@@ -107,8 +107,8 @@ def limit_blas_threads(n):
     return threadpool_limits(limits=n, user_api="blas")
 
 
-def add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 1 for the "
-                               "2-D MLP, 0 for U-Nets)"):
+def add_common(p, threads_help="BLAS threads, and minidiff's own; 0 leaves both at their "
+                               "defaults (default: 1 for the 2-D MLP, 0 for U-Nets)"):
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="where to compute: cpu (NumPy) or cuda (CuPy and CUDA kernels) "
                         "(default: $MINIDIFF_DEVICE, else cpu)")
