@@ -176,3 +176,23 @@ def test_over_rows_covers_each_row_once_and_raises_a_slices_error():
 def test_set_num_threads_refuses_non_positive_ints(bad):
     with pytest.raises(ValueError, match="set_num_threads: n must be an int >= 1"):
         minidiff.set_num_threads(bad)
+
+
+def test_threads_work_in_a_child_made_by_fork():
+    """fork() copies the pool object but none of its threads: a child must make its own pool
+    rather than wait forever for threads that do not exist."""
+    import multiprocessing
+    with threads(2):
+        _parallel.over_rows(lambda lo, hi: None, 4, 4)              # the parent's pool exists
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            result = pool.apply_async(_sum_rows_on_threads, (10,))
+            assert result.get(timeout=60) == 45
+
+
+def _sum_rows_on_threads(n):
+    with threads(2):
+        total = np.zeros(n)
+        _parallel.over_rows(lambda lo, hi: total.__setitem__(slice(lo, hi), np.arange(lo, hi)),
+                            n, n)
+        return int(total.sum())

@@ -18,7 +18,7 @@ from .. import backend
 MIN_PARALLEL_SIZE = 1 << 16
 
 _threads = [None]                                  # set_num_threads's n; None: every core
-_pool = [None, 0]                                  # the executor, and its number of workers
+_pool = [None, 0, 0]                       # the executor, its number of workers, its process
 
 
 def set_num_threads(n):
@@ -39,11 +39,13 @@ def get_num_threads():
 
 
 def _executor(workers):
-    if _pool[1] != workers:                        # made once; remade only if n changes
-        if _pool[0] is not None:
+    """The pool of worker threads: made once, remade if n changes, and made anew in a child
+    process after fork() (which copies the pool object but none of its threads)."""
+    if _pool[1] != workers or _pool[2] != os.getpid():
+        if _pool[0] is not None and _pool[2] == os.getpid():
             _pool[0].shutdown(wait=True)
-        _pool[0] = ThreadPoolExecutor(workers, thread_name_prefix="minidiff")
-        _pool[1] = workers
+        _pool[:] = [ThreadPoolExecutor(workers, thread_name_prefix="minidiff"), workers,
+                    os.getpid()]
     return _pool[0]
 
 
