@@ -15,6 +15,7 @@ import time
 
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 GRACE_S = 2.0         # a failing rank > 0 waits this long, so that rank 0's line comes first
+FORWARD_S = 1.0          # seconds between a failing rank's last line and its MPI_Abort
 
 
 def launched_size():
@@ -75,7 +76,8 @@ def report(line):
         if "rank " not in line:
             line = line.replace("error: ", f"error: rank {w.rank} of {w.size}: ", 1)
     print(line, file=sys.stderr, flush=True)
-    w.abort(1)
+    time.sleep(FORWARD_S)                     # let the launcher pass the line on: the abort
+    w.abort(1)                                # kills the process that forwards our output
 
 
 def _seconds(s):
