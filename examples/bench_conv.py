@@ -21,7 +21,6 @@ from contextlib import nullcontext
 
 import numpy as np
 
-import minidiff
 from minidiff import Tensor
 from minidiff.functional.conv import conv2d
 
@@ -197,7 +196,6 @@ def main():
             work[("torch", key)] = torch_step(key, rng)
     named = {f"{lib} {key}": fn for (lib, key), fn in work.items()}
     limits = threadpool_limits(limits=args.threads) if threadpool_limits else nullcontext()
-    minidiff.set_num_threads(args.threads)                  # the copies' threads as well
     with limits:
         stats = common.run_rounds(named, rounds=args.rounds, iters=args.iters,
                                   min_seconds=args.min_seconds)

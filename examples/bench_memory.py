@@ -60,8 +60,6 @@ def child(lib, key, threads, steps):
         torch.set_num_threads(threads)
         step = torch_step(key)
     else:
-        import minidiff
-        minidiff.set_num_threads(threads)
         step = minidiff_step(key)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                                       # VmHWM := VmRSS from here on

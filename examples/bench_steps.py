@@ -106,7 +106,6 @@ def main():
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
     threadpool_limits(args.threads)
-    minidiff.set_num_threads(args.threads)                   # the elementwise fast paths too
     minidiff.manual_seed(0)
     workloads = minidiff_workloads(args.only)
     try:

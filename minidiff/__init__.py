@@ -9,7 +9,6 @@ import importlib
 
 from . import functional, nn, optim
 from .backend import get_device, manual_seed, set_device
-from .functional._parallel import get_num_threads, set_num_threads
 from .profiler import profile
 from .tensor import Tensor, no_grad
 

@@ -23,7 +23,6 @@ import numpy as np
 
 from . import backend, demo, distributed, gpucheck, viz
 from .config import TrainConfig
-from .functional._parallel import set_num_threads
 from .datakinds import DATA_KINDS
 from .diffusion import calc_bpd_loop
 from .diffusion.variances import VARIANCES
@@ -96,19 +95,18 @@ def add_config_flags(p):
 
 
 def limit_blas_threads(n):
-    """Cap BLAS threads, and minidiff's own (n = 0 leaves both alone). Small matrices, like
-    the MLP's 256 x 256, run faster on one thread: with two, each product waits on the other
-    core, and on a busy 2-core machine a training step took 10x longer. Needs threadpoolctl
-    (a dependency of scikit-learn, and of minidiff)."""
+    """Cap BLAS threads (n = 0 leaves BLAS alone). Small matrices, like the MLP's 256 x 256,
+    run faster on one thread: with two, each product waits on the other core, and on a busy
+    2-core machine a training step took 10x longer. Needs threadpoolctl (a dependency of
+    scikit-learn, and of minidiff)."""
     if n <= 0:
         return None
     from threadpoolctl import threadpool_limits
-    set_num_threads(n)                              # the elementwise fast paths: as many
     return threadpool_limits(limits=n, user_api="blas")
 
 
-def add_common(p, threads_help="BLAS threads, and minidiff's own; 0 leaves both at their "
-                               "defaults (default: 1 for the 2-D MLP, 0 for U-Nets)"):
+def add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 1 for the "
+                               "2-D MLP, 0 for U-Nets)"):
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="where to compute: cpu (NumPy) or cuda (CuPy and CUDA kernels) "
                         "(default: $MINIDIFF_DEVICE, else cpu)")

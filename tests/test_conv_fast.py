@@ -196,25 +196,3 @@ def test_batch_slices_cover_the_batch_in_order(batch, per_image, budget, expecte
     from minidiff.functional import _workspace
     monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", budget)
     assert _workspace.batch_slices(batch, per_image) == expected
-
-
-@given(fast_cases(), st.integers(2, 4))
-def test_copies_and_tap_sums_on_threads_give_the_same_bits(case, n_threads):
-    """The layout copies, the shift-add's tap sums and col2im are cut over threads by rows
-    (channels); each number is computed by the same operations in the same order."""
-    import minidiff
-    from minidiff.functional import _parallel
-    x, w, b, stride, padding = case
-    saved = minidiff.get_num_threads(), _parallel.MIN_PARALLEL_SIZE
-    runs = []
-    try:
-        _parallel.MIN_PARALLEL_SIZE = 0                    # cut even these tiny arrays
-        for n in (1, n_threads):
-            minidiff.set_num_threads(n)
-            runs.append(forward_backward(conv2d, x, w, b, stride, padding))
-    finally:
-        minidiff.set_num_threads(saved[0])
-        _parallel.MIN_PARALLEL_SIZE = saved[1]
-    for one, many in zip(*runs):
-        if one is not None:
-            np.testing.assert_array_equal(one, many)

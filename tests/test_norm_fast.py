@@ -1,11 +1,8 @@
 """The fast paths of group_norm, group_norm_silu and silu against their references.
 
 Oracles: norm.py's group_norm_reference (Wu & He's algorithm line by line), the closed form
-x / (1 + e^-x) of SiLU in float64, and float64 central differences. The fast paths cut rows
-over threads; rows are independent, so 1 and 3 threads must agree bit for bit.
+x / (1 + e^-x) of SiLU in float64, and float64 central differences.
 """
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -13,22 +10,9 @@ from hypothesis import strategies as st
 
 import minidiff
 from minidiff import Tensor
-from minidiff.functional import _parallel, group_norm, group_norm_silu, silu
+from minidiff.functional import group_norm, group_norm_silu, silu
 from minidiff.functional.norm import group_norm_reference
 from minidiff.testing import assert_close, gradcheck
-
-
-@contextlib.contextmanager
-def threads(n):
-    """n threads, cutting even tiny arrays, so that small hypothesis cases test the split."""
-    saved = minidiff.get_num_threads(), _parallel.MIN_PARALLEL_SIZE
-    minidiff.set_num_threads(n)
-    _parallel.MIN_PARALLEL_SIZE = 0
-    try:
-        yield
-    finally:
-        minidiff.set_num_threads(saved[0])
-        _parallel.MIN_PARALLEL_SIZE = saved[1]
 
 
 @st.composite
@@ -108,17 +92,6 @@ def test_fast_group_norm_in_float32_is_within_float32_rounding(case, with_silu):
         assert_close(f, r, rtol=0, atol=tol[name], what=name)
 
 
-@given(norm_cases(), st.booleans(), st.integers(2, 5))
-def test_threads_give_the_same_bits_as_one(case, with_silu, n_threads):
-    x, G, w, b = case
-    runs = []
-    for n in (1, n_threads):
-        with threads(n):
-            runs.append(_fast_and_reference(x, G, w, b, with_silu, np.float32)[0])
-    for one, many in zip(*runs):
-        np.testing.assert_array_equal(one, many)
-
-
 @pytest.mark.parametrize("affine", [True, False])
 def test_group_norm_silu_backward_matches_finite_differences(affine):
     rng = np.random.default_rng(3)
@@ -132,8 +105,8 @@ def test_group_norm_silu_backward_matches_finite_differences(affine):
 
 @given(st.lists(st.floats(-1e4, 1e4, width=32) | st.sampled_from([-100.0, -88.8, 0.0, 88.8]),
                 min_size=1, max_size=300),
-       st.integers(1, 4))
-def test_silu_matches_the_closed_form(values, n_threads):
+)
+def test_silu_matches_the_closed_form(values):
     """SiLU(x) = x / (1 + e^-x) and its derivative σ(x)(1 + x(1 - σ(x))), computed in float64
     from the float32 inputs; float32 rounding of a few operations bounds the difference.
     Below x = -ln(float32 max) = -88.72, e^-x overflows and σ becomes 0: the true SiLU there
@@ -141,9 +114,8 @@ def test_silu_matches_the_closed_form(values, n_threads):
     x = np.array(values, np.float32)
     t = Tensor(x, requires_grad=True)
     g = np.linspace(-1, 1, x.size).astype(np.float32)
-    with threads(n_threads):
-        y = silu(t)
-        y.backward(g)
+    y = silu(t)
+    y.backward(g)
     xd = x.astype(np.float64)
     sig = np.exp(-np.logaddexp(0, -xd))                           # σ(x) without overflow
     u = np.finfo(np.float32).eps
@@ -154,45 +126,3 @@ def test_silu_matches_the_closed_form(values, n_threads):
     # dx = g·(σ + y(1 - σ)): y(1 - σ) ~ |x|·σ(1-σ) is a difference of rounded terms near σ=1
     assert_close(t.grad, g * dsilu, rtol=8 * u, atol=8 * u * np.abs(xd * sig) + overflow,
                  what="d silu")
-
-
-def test_over_rows_covers_each_row_once_and_raises_a_slices_error():
-    seen = np.zeros(10, int)
-
-    def count(lo, hi):
-        seen[lo:hi] += 1
-
-    def fail_late(lo, hi):
-        if hi == 10:
-            raise ValueError("slice [%d, %d) failed" % (lo, hi))
-    with threads(3):
-        _parallel.over_rows(count, 10, 10)
-        np.testing.assert_array_equal(seen, 1)
-        with pytest.raises(ValueError, match=r"slice \[6, 10\) failed"):
-            _parallel.over_rows(fail_late, 10, 10)
-
-
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
-def test_set_num_threads_refuses_non_positive_ints(bad):
-    with pytest.raises(ValueError, match="set_num_threads: n must be an int >= 1"):
-        minidiff.set_num_threads(bad)
-
-
-def test_threads_work_in_a_child_made_by_fork():
-    """fork() copies the pool object but none of its threads: a child must make its own pool
-    rather than wait forever for threads that do not exist."""
-    import multiprocessing
-    with threads(2):
-        _parallel.over_rows(lambda lo, hi: None, 4, 4)              # the parent's pool exists
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(1) as pool:
-            result = pool.apply_async(_sum_rows_on_threads, (10,))
-            assert result.get(timeout=60) == 45
-
-
-def _sum_rows_on_threads(n):
-    with threads(2):
-        total = np.zeros(n)
-        _parallel.over_rows(lambda lo, hi: total.__setitem__(slice(lo, hi), np.arange(lo, hi)),
-                            n, n)
-        return int(total.sum())

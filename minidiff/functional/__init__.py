@@ -5,7 +5,7 @@
     shape.py         reshape unsqueeze transpose permute concat getitem to_device
     linalg.py        matmul linear
     conv.py          conv2d avg_pool2d upsample_nearest2d
-    norm.py          group_norm group_norm_silu (fast paths: norm_fast.py, on threads: _parallel.py)
+    norm.py          group_norm group_norm_silu (the fast path: norm_fast.py)
     attention.py     softmax attention
     loss.py          mse_loss dropout
 """

@@ -22,10 +22,8 @@ like Y, (Cout, N). Four choices make it fast on a CPU:
    kernel (moving kh*kw*Cout), else scatter-add dcols back (col2im, moving kh*kw*C). For
    dW, when Cout < C, the im2col is of dY rather than of the input (_conv_weight_grad).
    A 1x1 convolution needs no im2col and no layout change: see _pointwise_conv2d.
-4. Every core. BLAS runs the GEMMs on all threads; the layout copies and the tap sums are
-   cut into rows over threads too (_parallel.py), each thread its own channels.
-5. No fresh big arrays. Temporaries live in reused workspace buffers (_workspace.py).
-6. Bounded buffers. A big batch runs as a few slices of images (_slices), so im2col's
+4. No fresh big arrays. Temporaries live in reused workspace buffers (_workspace.py).
+5. Bounded buffers. A big batch runs as a few slices of images (_slices), so im2col's
    kh*kw-fold copy never takes more than _workspace.WORKSPACE_BYTES: a sampling step of the
    `small` U-Net at batch 64 would otherwise hold a 470 MB `cols`.
 
@@ -41,7 +39,6 @@ from functools import cached_property
 
 from .. import backend, cuda
 from ..tensor import Tensor
-from ._parallel import copy_rows, over_rows
 from ._workspace import batch_slices
 from ._workspace import scratch as _scratch
 
@@ -121,7 +118,7 @@ def _pad_channels_first(x, g):
     rows[:, :, :g.ph] = 0                                              # the padding
     rows[:, :, :, :g.pw] = 0
     rows[:, :, :, g.pw + g.W:] = 0
-    copy_rows(rows[:, :, g.ph:, g.pw:g.pw + g.W], x.transpose(1, 0, 2, 3))
+    rows[:, :, g.ph:, g.pw:g.pw + g.W] = x.transpose(1, 0, 2, 3)
     return X
 
 
@@ -138,7 +135,7 @@ def _im2col(X, g):
     """cols[(c, i, j), (b, y, x)] = X_padded[c, b, y*sh + i, x*sw + j]: (C*kh*kw, N)."""
     windows = _windows(X, g)
     cols = _scratch("cols", windows.shape, X.dtype)
-    copy_rows(cols, windows)                                           # the one copy
+    cols[...] = windows                                                # the one copy
     return cols.reshape(g.C * g.kh * g.kw, g.N)
 
 
@@ -149,12 +146,9 @@ def _col2im(dcols, g):
     dX[...] = 0
     windows = _windows(dX, g)                                          # writable view
     dcols = dcols.reshape(windows.shape)
-
-    def add_back(lo, hi):                                              # input channels lo:hi
-        for i in range(g.kh):                                          # taps overlap, so
-            for j in range(g.kw):                                      # one tap at a time
-                windows[lo:hi, i, j] += dcols[lo:hi, i, j]
-    over_rows(add_back, g.C, dcols.size)
+    for i in range(g.kh):                                              # taps overlap, so
+        for j in range(g.kw):                                          # one tap at a time
+            windows[:, i, j] += dcols[:, i, j]
     dX = dX[:, :g.B * g.Hr * g.Wr].reshape(g.C, g.B, g.Hr, g.Wr)
     dX = dX[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W].transpose(1, 0, 2, 3)
     return dX.copy()                                # (B, C, H, W), a new array, never a view
@@ -165,7 +159,7 @@ def _to_nchw(Y, g, bias, out):
     Cout = Y.shape[0]
     if bias is not None:
         Y += bias.reshape(Cout, 1)                 # on long contiguous rows: 2x faster here
-    copy_rows(out, Y.reshape(Cout, g.B, g.Ho, g.Wc)[..., :g.Wo].transpose(1, 0, 2, 3))
+    out[...] = Y.reshape(Cout, g.B, g.Ho, g.Wc)[..., :g.Wo].transpose(1, 0, 2, 3)
 
 
 def _from_nchw(dY, g):
@@ -173,7 +167,7 @@ def _from_nchw(dY, g):
     Cout = dY.shape[1]
     G = _scratch("grad", (Cout, g.B, g.Ho, g.Wc), dY.dtype)
     G[..., g.Wo:] = 0
-    copy_rows(G[..., :g.Wo], dY.transpose(1, 0, 2, 3))
+    G[..., :g.Wo] = dY.transpose(1, 0, 2, 3)
     return G.reshape(Cout, g.N)
 
 
@@ -204,14 +198,11 @@ def _shift_add(X, w, g):
         strides=((g.kw * Cout * L + g.Wr) * e, (Cout * L + 1) * e, L * e,
                  g.Hr * g.Wr * e, g.sh * g.Wr * e, g.sw * e))
     Y = _scratch("output", (Cout, g.B, g.Ho, g.Wc), X.dtype)
-
-    def add_taps(lo, hi):                                              # output channels lo:hi
-        Y[lo:hi] = taps[0, 0, lo:hi]
-        for i in range(g.kh):                                          # kernel offsets only
-            for j in range(g.kw):
-                if (i, j) != (0, 0):
-                    Y[lo:hi] += taps[i, j, lo:hi]
-    over_rows(add_taps, Cout, Y.size * g.kh * g.kw)
+    Y[...] = taps[0, 0]
+    for i in range(g.kh):                                              # kernel offsets only
+        for j in range(g.kw):
+            if (i, j) != (0, 0):
+                Y += taps[i, j]
     return Y.reshape(Cout, g.N)
 
 

@@ -7,7 +7,6 @@ from .. import backend
 from ..profiler import profiled
 from ..tensor import Tensor, unbroadcast
 from ..validate import check_number
-from ._parallel import over_rows
 from ._util import as_tensor, pair
 
 
@@ -186,36 +185,23 @@ def relu(x):
 
 @profiled("silu")
 def silu(x):
-    """x·σ(x) (Elfwing et al. 2018), the nonlinearity of Ho et al.'s U-Net."""
+    """x·σ(x) (Elfwing et al. 2018), the nonlinearity of Ho et al.'s U-Net, in five passes
+    over the numbers and one exp."""
     x = as_tensor(x)
     xp = backend.xp()
-    a = xp.ascontiguousarray(x.data)
-    s, y = xp.empty_like(a), xp.empty_like(a)
-    a1, s1, y1 = a.reshape(-1), s.reshape(-1), y.reshape(-1)
-
-    def forward(lo, hi):                               # a slice of the numbers, on one thread
-        sp = s1[lo:hi]
-        xp.negative(a1[lo:hi], out=sp)
-        with np.errstate(over="ignore"):               # e^-a = inf for a < -88: σ = 1/inf = 0
-            xp.exp(sp, out=sp)
-        sp += 1
-        xp.reciprocal(sp, out=sp)                      # σ(a) = 1 / (1 + e^-a)
-        xp.multiply(a1[lo:hi], sp, out=y1[lo:hi])      # SiLU(a) = a σ(a)
-    over_rows(forward, a1.size, a1.size)
-    out = Tensor.make(y, (x,), "silu")
+    s = xp.negative(x.data)
+    with np.errstate(over="ignore"):                   # e^-a = inf for a < -88: σ = 1/inf = 0
+        xp.exp(s, out=s)
+    s += 1
+    xp.reciprocal(s, out=s)                            # σ(a) = 1 / (1 + e^-a)
+    out = Tensor.make(x.data * s, (x,), "silu")        # SiLU(a) = a σ(a)
 
     def _backward():                                   # d(aσ) = σ + aσ(1-σ) = σ + y(1-σ)
-        g = xp.ascontiguousarray(out.grad).reshape(-1)
-        dx = xp.empty_like(g)
-
-        def backward(lo, hi):
-            d = dx[lo:hi]
-            xp.subtract(1, s1[lo:hi], out=d)
-            d *= y1[lo:hi]
-            d += s1[lo:hi]
-            d *= g[lo:hi]
-        over_rows(backward, g.size, g.size)
-        x.accum_grad(dx.reshape(x.shape))
+        d = 1 - s
+        d *= out.data
+        d += s
+        d *= out.grad
+        x.accum_grad(d)
     return out.set_backward(_backward)
 
 

@@ -2,19 +2,17 @@
 
 norm.py's group_norm_reference is Wu & He's algorithm line by line, one NumPy pass per line:
 seven passes over the activation forward, and a SiLU after it took eight more. This file
-computes the same numbers in fewer passes (nine forward, SiLU included), on every core:
+computes the same numbers in fewer passes (nine forward, SiLU included):
 
 1. Per-channel coefficients. With μ and rstd = 1/√(σ² + ε) known per (sample, group), the
    output is one affine map per (sample, channel): y = a·x + k, where a = γ·rstd and
    k = β - μ·a (Wu & He 2018, Eq. 1 and 4 folded). Two passes instead of four.
-2. BLAS for the sums of products: σ² = mean((x - μ)²) and Σ dy·x̂ are one batched dot
-   product each.
+2. One pass for each sum of products, σ² = mean((x - μ)²) and Σ dh·x̂: a row-wise dot
+   product (einsum).
 3. SiLU as an epilogue. In the U-Net every norm but the attention block's is followed by
    SiLU (Elfwing et al. 2018). `silu=True` applies it to y in the same sweep, and the
    backward rebuilds y's input from x, μ and rstd instead of keeping it: one activation
    saved per pair, and one op instead of two.
-4. Rows on threads (_parallel.over_rows): each thread normalises its own (sample, group)
-   rows, start to finish.
 
 The backward in closed form (Wu & He 2018; the same algebra as norm.py's reference), with
 dx̂ = γ·dh and means over each group's M = C/G·H·W numbers:
@@ -27,12 +25,15 @@ tests/test_norm_fast.py holds these functions equal to the reference on random s
 """
 import numpy as np
 
-from ._parallel import over_rows
-
 
 def _rows(a, B, G):
     """(B, C, ...) -> (B·G, C/G, H·W): one row per (sample, group), its channels inside."""
     return a.reshape(B * G, a.shape[1] // G, -1)
+
+
+def _per_row(v, B, G, cg):
+    """A per-channel (C,) array as (B·G, C/G, 1), lined up with _rows."""
+    return np.broadcast_to(v.reshape(1, G, cg), (B, G, cg)).reshape(B * G, cg, 1)
 
 
 def _silu_inplace(h, tmp):
@@ -51,35 +52,21 @@ def forward(x, G, gamma, beta, eps, silu):
     """y = [SiLU](γ · (x - μ) · rstd + β) per group; returns y, μ (B, G), rstd (B, G).
 
     x (B, C, ...) float32 or float64; gamma and beta (C,) arrays of x's dtype."""
-    B, C = x.shape[:2]
+    B = x.shape[0]
     xr = _rows(x, B, G)                                            # (B·G, C/G, HW)
     n, cg, hw = xr.shape
-    y = np.empty_like(x)
-    yr = _rows(y, B, G)
-    mean = np.empty(n, x.dtype)
-    rstd = np.empty(n, x.dtype)
-    gamma_r = np.broadcast_to(gamma.reshape(1, G, cg), (B, G, cg)).reshape(n, cg, 1)
-    beta_r = np.broadcast_to(beta.reshape(1, G, cg), (B, G, cg)).reshape(n, cg, 1)
-
-    def rows(lo, hi):
-        xs, m = xr[lo:hi], hi - lo
-        mu = xs.reshape(m, -1).sum(axis=1) / (cg * hw)            # (m,) μ, Wu & He 2018, Eq. 2
-        xc = xs - mu[:, None, None]                               # (m, C/G, HW) x - μ
-        flat = xc.reshape(m, 1, -1)
-        var = (flat @ flat.transpose(0, 2, 1)).reshape(m) / (cg * hw)   # σ² on BLAS:
-        #                                                         Wu & He 2018, Eq. 2
-        r = 1 / np.sqrt(var + eps)                                # (m,) rstd
-        a = gamma_r[lo:hi] * r[:, None, None]                     # (m, C/G, 1) γ · rstd
-        k = beta_r[lo:hi] - mu[:, None, None] * a                 # β - μ · γ · rstd
-        ys = yr[lo:hi]
-        np.multiply(xs, a, out=ys)
-        ys += k                                         # y = a x + k, Wu & He 2018, Eq. 1, 4
-        if silu:
-            _silu_inplace(ys, xc)                                 # xc is free: reuse it
-        mean[lo:hi], rstd[lo:hi] = mu, r
-
-    over_rows(rows, n, x.size)
-    return y, mean.reshape(B, G), rstd.reshape(B, G)
+    mu = xr.reshape(n, -1).sum(axis=1) / (cg * hw)                 # (n,) μ, Wu & He 2018, Eq. 2
+    xc = xr - mu[:, None, None]                                    # (n, C/G, HW) x - μ
+    flat = xc.reshape(n, -1)
+    var = np.einsum("ij,ij->i", flat, flat) / (cg * hw)           # σ², Wu & He 2018, Eq. 2
+    rstd = 1 / np.sqrt(var + eps)                                  # (n,) 1/√(σ² + ε)
+    a = _per_row(gamma, B, G, cg) * rstd[:, None, None]            # (n, C/G, 1) γ · rstd
+    k = _per_row(beta, B, G, cg) - mu[:, None, None] * a           # β - μ · γ · rstd
+    y = np.multiply(xr, a)
+    y += k                                              # y = a x + k, Wu & He 2018, Eq. 1, 4
+    if silu:
+        _silu_inplace(y, xc)                                       # xc is free: reuse it
+    return y.reshape(x.shape), mu.reshape(B, G), rstd.reshape(B, G)
 
 
 def backward(dy, x, mean, rstd, gamma, beta, silu):
@@ -87,47 +74,34 @@ def backward(dy, x, mean, rstd, gamma, beta, silu):
     B, G = mean.shape
     xr, dyr = _rows(x, B, G), _rows(dy, B, G)                     # (B·G, C/G, HW)
     n, cg, hw = xr.shape
-    dx = np.empty_like(x)
-    dxr = _rows(dx, B, G)
-    sum_dh = np.empty((n, cg), x.dtype)                           # Σ_pixels dh, per (b, c)
-    sum_dh_xhat = np.empty((n, cg), x.dtype)                      # Σ_pixels dh · x̂
-    mean, rstd = mean.reshape(n, 1, 1), rstd.reshape(n, 1, 1)
-    gamma_r = np.broadcast_to(gamma.reshape(1, G, cg), (B, G, cg)).reshape(n, cg, 1)
-    beta_r = np.broadcast_to(beta.reshape(1, G, cg), (B, G, cg)).reshape(n, cg, 1)
-
-    def rows(lo, hi):
-        m, g, r = hi - lo, gamma_r[lo:hi], rstd[lo:hi]
-        x_hat = xr[lo:hi] - mean[lo:hi]
-        x_hat *= r                                                # (m, C/G, HW) x̂
-        dh = dxr[lo:hi]                                           # dx's rows hold dh first
-        if silu:                                                  # h = γ x̂ + β, rebuilt
-            h = x_hat * g
-            h += beta_r[lo:hi]
-            s = np.negative(h)
-            with np.errstate(over="ignore"):
-                np.exp(s, out=s)
-            s += 1
-            np.reciprocal(s, out=s)                               # σ(h) = 1 / (1 + e^-h)
-            h *= s                                                # SiLU(h) = h σ(h)
-            np.subtract(1, s, out=dh)
-            dh *= h
-            dh += s                                               # σ + hσ(1 - σ)
-            dh *= dyr[lo:hi]                                      # dh = dy · SiLU'(h)
-        else:
-            dh[...] = dyr[lo:hi]
-        s1 = dh.sum(axis=2)                                       # (m, C/G) Σ dh
-        s2 = (dh.reshape(m * cg, 1, hw)
-              @ x_hat.reshape(m * cg, hw, 1)).reshape(m, cg)      # Σ dh · x̂, on BLAS
-        sum_dh[lo:hi], sum_dh_xhat[lo:hi] = s1, s2
-        M = cg * hw
-        mean_dxhat = (g[:, :, 0] * s1).sum(axis=1) / M            # (m,) mean(dx̂), dx̂ = γ dh
-        mean_dxhat_xhat = (g[:, :, 0] * s2).sum(axis=1) / M       # (m,) mean(dx̂ · x̂)
-        dh *= g * r                                               # rstd · dx̂
-        x_hat *= r * mean_dxhat_xhat[:, None, None]
-        dh -= x_hat                                               # - rstd · x̂ · mean(dx̂ x̂)
-        dh -= r * mean_dxhat[:, None, None]                       # - rstd · mean(dx̂)
-
-    over_rows(rows, n, x.size)
-    dgamma = sum_dh_xhat.reshape(B, G * cg).sum(axis=0)           # dγ_c = Σ dh · x̂
-    dbeta = sum_dh.reshape(B, G * cg).sum(axis=0)                 # dβ_c = Σ dh
-    return dx, dgamma, dbeta
+    g = _per_row(gamma, B, G, cg)                                  # (n, C/G, 1) γ
+    r = rstd.reshape(n, 1, 1)
+    x_hat = xr - mean.reshape(n, 1, 1)
+    x_hat *= r                                                     # (n, C/G, HW) x̂
+    if silu:                                                       # h = γ x̂ + β, rebuilt
+        h = x_hat * g
+        h += _per_row(beta, B, G, cg)
+        s = np.negative(h)
+        with np.errstate(over="ignore"):
+            np.exp(s, out=s)
+        s += 1
+        np.reciprocal(s, out=s)                                    # σ(h) = 1 / (1 + e^-h)
+        h *= s                                                     # SiLU(h) = h σ(h)
+        dh = 1 - s
+        dh *= h
+        dh += s                                                    # σ + hσ(1 - σ)
+        dh *= dyr                                                  # dh = dy · SiLU'(h)
+    else:
+        dh = dyr.copy()
+    sum_dh = dh.sum(axis=2)                                        # (n, C/G) Σ dh
+    sum_dh_xhat = np.einsum("ijk,ijk->ij", dh, x_hat)              # (n, C/G) Σ dh · x̂
+    M = cg * hw
+    mean_dxhat = (g[:, :, 0] * sum_dh).sum(axis=1) / M             # (n,) mean(dx̂), dx̂ = γ dh
+    mean_dxhat_xhat = (g[:, :, 0] * sum_dh_xhat).sum(axis=1) / M   # (n,) mean(dx̂ · x̂)
+    dh *= g * r                                                    # rstd · dx̂
+    x_hat *= r * mean_dxhat_xhat[:, None, None]
+    dh -= x_hat                                                    # - rstd · x̂ · mean(dx̂ x̂)
+    dh -= r * mean_dxhat[:, None, None]                            # - rstd · mean(dx̂)
+    dgamma = sum_dh_xhat.reshape(B, G * cg).sum(axis=0)            # dγ_c = Σ dh · x̂
+    dbeta = sum_dh.reshape(B, G * cg).sum(axis=0)                  # dβ_c = Σ dh
+    return dh.reshape(x.shape), dgamma, dbeta
