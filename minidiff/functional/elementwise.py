@@ -189,7 +189,7 @@ def silu(x):
     over the numbers and one exp."""
     x = as_tensor(x)
     xp = backend.xp()
-    s = xp.negative(x.data)
+    s = xp.negative(x.data, out=xp.empty_like(x.data))   # an array even for 0-d x
     with np.errstate(over="ignore"):                   # e^-a = inf for a < -88: σ = 1/inf = 0
         xp.exp(s, out=s)
     s += 1
