@@ -1,6 +1,5 @@
 """examples/ddpm_minimal.py: a short run learns the swiss roll, writes its picture, and the file
 stays short enough to read (at most 150 lines of at most 100 characters)."""
-import importlib.util
 import pathlib
 
 import numpy as np
@@ -9,16 +8,14 @@ from PIL import Image
 
 from minidiff.data import make_swiss_roll
 from minidiff.diffusion import get_beta_schedule
+from tests.scripts import load_example
 
 PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "ddpm_minimal.py"
 
 
 @pytest.fixture(scope="module")
 def ddpm():
-    spec = importlib.util.spec_from_file_location("ddpm_minimal", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("ddpm_minimal")
 
 
 def test_file_is_short_and_narrow():

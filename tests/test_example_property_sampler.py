@@ -9,13 +9,14 @@ runs each bug was caught 150 times and the correct sampler passed 150 times (5 s
 a false alarm has probability < 3e-5 a run).
 """
 import contextlib
-import importlib.util
 import re
 import runpy
 from pathlib import Path
 
 import pytest
 from hypothesis import Phase, settings
+
+from tests.scripts import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = ROOT / "examples" / "property_test_sampler.py"
@@ -37,10 +38,7 @@ def without_shrinking():
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("property_test_sampler", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("property_test_sampler")
 
 
 def test_the_users_sampler_passes_against_the_exact_law(example):

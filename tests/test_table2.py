@@ -1,16 +1,14 @@
 """examples/table2.py on a tiny budget: its table has every row of Ho et al. 2020, Table 2 and
 the hybrid row, each with a measurement or the word "unstable", and the pictures it promises."""
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
 from minidiff import data
+from tests.scripts import load_example
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "table2.py"
 # The oracle: Ho et al. 2020, Table 2's six rows (prediction, objective, Σ), written out here,
 # then Nichol & Dhariwal 2021's hybrid objective with its learned variance.
 EXPECTED = [("μ̃", "true bound L", "learned diagonal"), ("μ̃", "true bound L", "fixed isotropic"),
@@ -20,10 +18,7 @@ EXPECTED = [("μ̃", "true bound L", "learned diagonal"), ("μ̃", "true bound L
 
 
 def table2():
-    spec = importlib.util.spec_from_file_location("table2", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("table2")
 
 
 def rows_of(markdown):
