@@ -298,6 +298,29 @@ def test_only_the_output_layer_of_each_residual_branch_starts_near_zero():
     assert tiny == expected, (sorted(tiny - expected), sorted(expected - tiny))
 
 
+def test_every_other_weight_has_ho_et_al_variance_scaling_limits():
+    """Ho et al.'s default_init is U(-L, L), L = √(3 / fan_avg), per layer as their unet.py
+    builds it. Their attention has three C -> C NIN layers q, k, v (fan_avg C), which this
+    U-Net fuses into one C -> 3C conv: its limit must still be √(3 / C), not √(3 / 2C). The
+    largest of n draws of |w| misses the top fraction f of [0, L] with chance (1 - f)^n; with
+    f = 1 - 1e-6^(1/n) that is one in a million (f is 4.7% for conv_in's 288 weights)."""
+    m = unet_from_preset("tiny")
+    checked = 0
+    for name, p in m.named_parameters():
+        w = p.data
+        if not name.endswith("weight") or w.ndim < 2 or np.abs(w).max() < 1e-4:
+            continue                                      # biases, norms, zero-init layers
+        area = w[0, 0].size if w.ndim == 4 else 1           # kernel area
+        fan_in, fan_out = w.shape[1] * area, w.shape[0] * area
+        if name.endswith("qkv.weight"):
+            fan_out = fan_in                                # q, k and v: C -> C each
+        limit = np.sqrt(3.0 / ((fan_in + fan_out) / 2))
+        f = 1 - 1e-6 ** (1 / w.size)
+        top = float(np.abs(w).max())
+        assert (1 - f) * limit <= top <= limit, f"{name}: max |w| {top:.4f}, limit {limit:.4f}"
+        checked += 1
+    assert checked > 20
+
 @functools.lru_cache(maxsize=None)
 def random_tiny(dropout=0.0):
     return randomise(unet_from_preset("tiny", dropout=dropout), seed=1).eval()

@@ -61,7 +61,9 @@ class AttnBlock(Module):
     def __init__(self, ch, groups, dtype):
         super().__init__()
         self.norm = GroupNorm(groups, ch, dtype=dtype)
-        self.qkv = Conv2d(ch, 3 * ch, 1, dtype=dtype)       # Ho et al.'s q, k, v NIN layers, fused
+        # Ho et al.'s q, k and v NIN layers, fused. Each is a C -> C layer there, with variance
+        # 1/fan_avg = 1/C; one C -> 3C layer would get 2/(4C), so init_scale 2 restores 1/C.
+        self.qkv = Conv2d(ch, 3 * ch, 1, init_scale=2.0, dtype=dtype)
         self.proj = Conv2d(ch, ch, 1, init_scale=0.0, dtype=dtype)
 
     def forward(self, x):                                       # x (B, C, H, W)
