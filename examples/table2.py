@@ -27,6 +27,11 @@ A run whose loss or gradient turns NaN, or whose samples blow up, is reported as
 
     python examples/table2.py --target 2d --seeds 0 1 --steps 6000 --timesteps 1000
     python examples/table2.py --target mnist --steps 1500 --n-test 100
+    python examples/table2.py --target mnist --rows eps-simple-fixed --out-dir part2
+    python examples/table2.py --target mnist --merge part1 part2    # one table from both
+
+--rows splits the rows between processes (one per core, say); --merge writes the table of
+every row from their results_<target>.json files, without training anything.
 
 Writes --out-dir/table2_<target>.md (the markdown table), results_<target>.json and the
 pictures. Nothing is tuned per row.
@@ -94,9 +99,14 @@ def sample(trainer, n):
         return None, "sampling blew up (NaN or inf)"
 
 
+def chosen(args):
+    """The ROWS this run trains: all of them, or those named by --rows."""
+    return [row for row in ROWS if not args.rows or row[0] in args.rows]
+
+
 def run_2d(args):
     results, panels = {}, []
-    for key, *_, fields, _paper in ROWS:
+    for key, *_, fields, _paper in chosen(args):
         results[key] = []
         for seed in args.seeds:
             out = os.path.join(args.out_dir, "2d", key, f"seed{seed}")
@@ -125,7 +135,7 @@ def run_2d(args):
 
 def run_mnist(args):
     results, heldout = {}, None
-    for key, *_, fields, _paper in ROWS:
+    for key, *_, fields, _paper in chosen(args):
         results[key] = []
         for seed in args.seeds:
             out = os.path.join(args.out_dir, "mnist", key, f"seed{seed}")
@@ -180,13 +190,17 @@ def markdown(target, args, results):
                 f"(first {args.n_test}), seeds {seeds} | minutes (train + eval) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for key, pred, objective, sigma, _fields, paper in ROWS:
+        if key not in results:                                  # not trained (--rows)
+            continue
         runs = results[key]
         if target == "2d":
             mins = sum(r["seconds"] for r in runs) / 60
             cells = f"{cell_2d(runs, 'sw')} | {cell_2d(runs, 'mmd')} | {mins:.1f}"
         else:
-            bpd = " / ".join(f"{r['bpd'][0]:.3f} ± {r['bpd'][1]:.3f}" if "bpd" in r else
-                             "unstable" for r in runs)
+            some = [r["seed"] for r in runs] != list(args.seeds)     # merged: not every seed
+            bpd = " / ".join((f"{r['bpd'][0]:.3f} ± {r['bpd'][1]:.3f}" if "bpd" in r else
+                              "unstable") + (f" (seed {r['seed']})" if some else "")
+                             for r in runs)
             mins = sum(r["train_seconds"] + r.get("eval_seconds", 0) for r in runs) / 60
             cells = f"{bpd} | {mins:.1f}"
         lines.append(f"| {pred} | {objective} | {sigma} | {paper} | {cells} |")
@@ -223,7 +237,13 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=200, help="mnist learning-rate warm-up")
     p.add_argument("--n-test", type=int, default=100, help="mnist: held-out digits measured")
     p.add_argument("--bpd-batch", type=int, default=50, help="mnist: images per bound pass")
+    p.add_argument("--rows", nargs="+", choices=[row[0] for row in ROWS], default=None,
+                   help="train only these rows (default: every row)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="train nothing: write one table from these folders' results files")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args)
     mnist = args.target == "mnist"
     args.steps = args.steps or (1500 if mnist else 6000)
     args.seeds = args.seeds or ([0] if mnist else [0, 1])
@@ -243,6 +263,37 @@ def main(argv=None):
         json.dump(dict(args=vars(args), results=results), f, indent=1, default=str)
     print(table + f"\n{(time.perf_counter() - t0) / 60:.1f} minutes in all")
     return results
+
+
+def merge(args):
+    """One table from the results of several runs of this script (each with its --rows)."""
+    results, first = {}, None
+    for folder in args.merge:
+        path = os.path.join(folder, f"results_{args.target}.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"table2.py: --merge: no {path} (run --target {args.target} "
+                             f"with --out-dir {folder} first)")
+        with open(path) as f:
+            saved = json.load(f)
+        if first is not None and {k: v for k, v in saved["args"].items() if k not in
+                                  MERGE_MAY_DIFFER} != first:
+            raise SystemExit(f"table2.py: --merge: {path} was run under another protocol "
+                             "than the first folder's (compare their 'args')")
+        first = {k: v for k, v in saved["args"].items() if k not in MERGE_MAY_DIFFER}
+        for key, runs in saved["results"].items():
+            results.setdefault(key, []).extend(runs)
+    seeds = sorted({r["seed"] for runs in results.values() for r in runs})
+    args = argparse.Namespace(**dict(first, out_dir=args.out_dir, target=args.target,
+                                     seeds=seeds))
+    table = markdown(args.target, args, results)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, f"table2_{args.target}.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return results
+
+
+MERGE_MAY_DIFFER = ("out_dir", "rows", "merge", "seeds")
 
 
 if __name__ == "__main__":

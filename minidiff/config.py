@@ -55,6 +55,10 @@ class TrainConfig:
     depth: int = option(3, "MLP hidden layers", range=(1, 256))
     time_dim: int = option(128, "MLP sinusoidal timestep-embedding size (even)",
                            range=(4, 65536))
+    fourier_levels: int = option(0, "MLP: feed each coordinate with sin and cos of 2^k pi "
+                                 "times it, k < L, for sharper edges (the positional encoding "
+                                 "of Mildenhall et al. 2020, Eq. 4); 0: the raw coordinates",
+                                 range=(0, 20))
     dropout: float = option(0.0, "U-Net dropout probability (Ho et al. 2020: 0.1 on CIFAR-10)",
                             number=dict(lo=0, hi=1, hi_open=True))
     # diffusion
@@ -121,6 +125,9 @@ class TrainConfig:
         if not kind.images and self.model != "mlp":
             raise ValueError(f"model: 2-D data ({self.data}) needs model 'mlp', got "
                              f"{self.model!r}")
+        if self.fourier_levels and self.model != "mlp":
+            raise ValueError(f"fourier_levels: the positional encoding is the MLP's; got "
+                             f"{self.fourier_levels} with model {self.model!r}, allowed: 0")
         if self.time_dim % 2:
             raise ValueError(f"time_dim: must be even and >= 4, got {self.time_dim}")
         if self.model == "mlp" and self.dropout > 0:

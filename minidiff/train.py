@@ -53,7 +53,8 @@ def build_model(cfg, shape):
     learn_sigma = VARIANCES[cfg.variance].channels == 2
     if cfg.model == "mlp":
         return MLPDenoiser(data_dim=shape[0], time_dim=cfg.time_dim, hidden=cfg.hidden,
-                           depth=cfg.depth, learn_sigma=learn_sigma)
+                           depth=cfg.depth, learn_sigma=learn_sigma,
+                           fourier_levels=cfg.fourier_levels)
     c, h, w = shape
     if h != w:
         raise ValueError(f"image_size: images must be square, got {h}x{w}")

@@ -54,6 +54,8 @@ UNARY = {
     "exp": (F.exp, np.exp, (-2, 2)),
     "log": (F.log, np.log, (0.2, 3)),
     "sqrt": (F.sqrt, np.sqrt, (0.2, 3)),
+    "sin": (F.sin, np.sin, (-4, 4)),
+    "cos": (F.cos, np.cos, (-4, 4)),
     "tanh": (F.tanh, np.tanh, (-3, 3)),
     "sigmoid": (F.sigmoid, lambda x: 1 / (1 + np.exp(-x)), (-6, 6)),
     "relu": (F.relu, lambda x: np.where(x > 0, x, 0.0), (-2, 2)),

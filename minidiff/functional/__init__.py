@@ -1,6 +1,7 @@
 """Every differentiable op, each forward beside its hand-written backward.
 
-    elementwise.py   add sub mul div pow maximum neg exp log sqrt abs tanh sigmoid relu silu clip
+    elementwise.py   add sub mul div pow maximum neg exp log sqrt sin cos abs tanh sigmoid relu
+                     silu clip
     reduce.py        sum mean max min
     shape.py         reshape unsqueeze transpose permute concat getitem to_device
     linalg.py        matmul linear
@@ -11,8 +12,8 @@
 """
 from .attention import attention, softmax
 from .conv import avg_pool2d, conv2d, upsample_nearest2d
-from .elementwise import (abs, add, astype, clip, div, exp, log, maximum, mul, neg, pow, relu,
-                          sigmoid, silu, sqrt, sub, tanh)
+from .elementwise import (abs, add, astype, clip, cos, div, exp, log, maximum, mul, neg, pow,
+                          relu, sigmoid, silu, sin, sqrt, sub, tanh)
 from .linalg import linear, matmul
 from .loss import dropout, mse_loss
 from .norm import group_norm, group_norm_silu

@@ -135,6 +135,26 @@ def sqrt(x):
     return out.set_backward(_backward)
 
 
+@profiled("sin")
+def sin(x):
+    x = as_tensor(x)
+    out = Tensor.make(backend.xp().sin(x.data), (x,), "sin")
+
+    def _backward():                                   # d sin(x) = cos(x)
+        x.accum_grad(out.grad * backend.xp().cos(x.data))
+    return out.set_backward(_backward)
+
+
+@profiled("cos")
+def cos(x):
+    x = as_tensor(x)
+    out = Tensor.make(backend.xp().cos(x.data), (x,), "cos")
+
+    def _backward():                                   # d cos(x) = -sin(x)
+        x.accum_grad(-out.grad * backend.xp().sin(x.data))
+    return out.set_backward(_backward)
+
+
 @profiled("abs")
 def abs(x):
     x = as_tensor(x)

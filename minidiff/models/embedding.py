@@ -1,9 +1,11 @@
-"""The sinusoidal timestep embedding of Ho et al. 2020 (Appendix B), after Vaswani et al. 2017."""
+"""The sinusoidal timestep embedding of Ho et al. 2020 (Appendix B), after Vaswani et al. 2017,
+and the positional encoding of input coordinates (Mildenhall et al. 2020, Eq. 4)."""
 import math
 
 import numpy as np
 
 from .. import backend
+from .. import functional as F
 from ..tensor import Tensor
 
 
@@ -46,3 +48,17 @@ def timestep_embedding(t, dim, dtype=np.float32):
     if t.dtype.kind in "iu" and t.size and int(t.min()) >= 0:
         return Tensor(_table(dim, dtype, int(t.max()) + 1)[t])                        # (B, dim)
     return Tensor(_sinusoids(t, dim).astype(dtype))                                   # (B, dim)
+
+
+def positional_encoding(x, levels):
+    """[x, sin(2^0 π x), cos(2^0 π x), …, sin(2^(L-1) π x), cos(2^(L-1) π x)] for L = levels:
+    (B, D) -> (B, D (1 + 2L)), differentiable in x (Mildenhall et al. 2020, Eq. 4).
+
+    An MLP fed raw coordinates learns low frequencies first and fine detail last, or never
+    (Tancik et al. 2020, "Fourier features let networks learn high frequency functions"); fed
+    these, a sharp edge in x is a smooth function of the features."""
+    feats = [x]                                                       # (B, D)
+    for k in range(levels):
+        w = 2.0 ** k * math.pi                                        # 2^k π
+        feats += [F.sin(x * w), F.cos(x * w)]                         # (B, D) each
+    return F.concat(feats, axis=1)                                    # (B, D (1 + 2L))

@@ -2,6 +2,10 @@
 
     [x_t, sinusoid(t)] -> depth x (Linear(hidden), SiLU) -> Linear(data_dim)
 
+With fourier_levels = L > 0, x_t enters as its positional encoding [x_t, sin(2^k π x_t),
+cos(2^k π x_t) for k < L] (Mildenhall et al. 2020, Eq. 4) instead: (1 + 2L) numbers a coordinate,
+which lets the MLP draw sharp edges (Tancik et al. 2020).
+
 Its output has the shape of x_t. What it means (ε, x0, the posterior mean μ, or v) is chosen by
 GaussianDiffusion's parameterisation, not by the network. With learn_sigma=True it is twice as
 wide, (B, 2 data_dim): the prediction, then v, which sets log σ_t² between log β̃_t and log β_t
@@ -12,19 +16,22 @@ import numpy as np
 from .. import functional as F
 from ..functional._util import as_tensor
 from ..nn import Linear, Module
-from .embedding import timestep_embedding
+from .embedding import positional_encoding, timestep_embedding
 
 
 class MLPDenoiser(Module):
     def __init__(self, data_dim=2, time_dim=128, hidden=256, depth=3, learn_sigma=False,
-                 dtype=np.float32):
+                 fourier_levels=0, dtype=np.float32):
         super().__init__()
         if min(data_dim, hidden, depth) < 1:
             raise ValueError(f"MLPDenoiser: data_dim, hidden and depth must be >= 1, got "
                              f"{data_dim}, {hidden}, {depth}")
+        if fourier_levels < 0:
+            raise ValueError(f"MLPDenoiser: fourier_levels must be >= 0, got {fourier_levels}")
         self.data_dim, self.time_dim, self.learn_sigma = data_dim, time_dim, bool(learn_sigma)
-        self.dtype = dtype
-        widths = [data_dim + time_dim] + [hidden] * depth
+        self.fourier_levels, self.dtype = fourier_levels, dtype
+        x_width = data_dim * (1 + 2 * fourier_levels)                # x_t, or its encoding
+        widths = [x_width + time_dim] + [hidden] * depth
         self.layers = [Linear(a, b, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])]
         self.out = Linear(hidden, data_dim * (2 if learn_sigma else 1), dtype=dtype)
 
@@ -35,7 +42,9 @@ class MLPDenoiser(Module):
         if len(t) != x.shape[0]:
             raise ValueError(f"MLPDenoiser: t has {len(t)} entries for a batch of {x.shape[0]}")
         temb = timestep_embedding(t, self.time_dim, self.dtype)           # (B, time_dim)
-        h = F.concat([x, temb], axis=1)                                   # (B, data_dim + time_dim)
+        if self.fourier_levels:
+            x = positional_encoding(x, self.fourier_levels)     # Mildenhall et al. 2020, Eq. 4
+        h = F.concat([x, temb], axis=1)                                   # (B, x_width + time_dim)
         for layer in self.layers:
             h = F.silu(layer(h))                                          # (B, hidden)
         return self.out(h)                                   # (B, data_dim), or (B, 2 data_dim)
