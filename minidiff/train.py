@@ -77,7 +77,7 @@ def _mean_half(model, learned):
     return lambda x_t, t: learned.split_output(model(x_t, t))[0]
 
 
-def distances_2d(samples, cfg, seed=12345, repeats=3):
+def distances_2d(samples, cfg, seed=12345, repeats=None):
     """metrics.distances_2d against fresh draws of cfg's 2-D data."""
     return metrics.distances_2d(samples, lambda n, g: draw_points(cfg, n, g), seed, repeats)
 

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidiff.metrics import mmd_rbf, noise_floor, quantiles, sliced_wasserstein
+from minidiff.metrics import (FLOOR_PAIRS, distances_2d, mmd_rbf, noise_floor, quantiles,
+                              sliced_wasserstein)
 
 
 @settings(max_examples=8)               # each example projects on 4096 directions
@@ -52,6 +53,30 @@ def test_noise_floor_is_the_median_of_independent_pairs():
         return vals[-1]
     floor = noise_floor(lambda n: rng.standard_normal((n, 2)), 100, metric, repeats=5)
     assert floor == float(np.median(vals)) and len(vals) == 5
+
+
+def test_distances_2d_floors_take_the_median_of_their_own_number_of_pairs():
+    """Sliced W1's floor is the median over FLOOR_PAIRS["sw"] pairs of fresh draws, MMD²'s
+    over FLOOR_PAIRS["mmd"]; `repeats` sets both. Counted through the draws: one reference,
+    then two draws a pair. The sliced W1 floor is recomputed from the same generator."""
+    calls = []
+
+    def draw(n, g):
+        calls.append(n)
+        return g.standard_normal((n, 2))
+    samples = np.random.default_rng(1).standard_normal((40, 2))
+    d = distances_2d(samples, draw, seed=7)
+    assert len(calls) == 1 + 2 * (FLOOR_PAIRS["sw"] + FLOOR_PAIRS["mmd"]) and set(calls) == {40}
+    assert FLOOR_PAIRS["sw"] >= 25
+    g = np.random.default_rng(7)
+    g.standard_normal((40, 2))                                  # the N(0, I) comparison set
+    g.standard_normal((40, 2))                                  # the reference
+    pairs = [sliced_wasserstein(g.standard_normal((40, 2)), g.standard_normal((40, 2)))
+             for _ in range(FLOOR_PAIRS["sw"])]
+    assert d["sw_floor"] == float(np.median(pairs))
+    calls.clear()
+    distances_2d(samples, draw, seed=7, repeats=4)
+    assert len(calls) == 1 + 2 * (4 + 4)
 
 
 def test_bad_point_sets_are_refused():
