@@ -39,7 +39,9 @@ def test_the_demo_command_writes_its_pictures_and_distances(tmp_path, capsys):
     out = tmp_path / "demo"
     main(["demo", "--out-dir", str(out), "--steps", "60", "--timesteps", "30", "--n", "200"])
     text = capsys.readouterr().out
-    assert len(re.findall(r"sliced W1 [\d.]+ \(noise floor [\d.]+, N\(0,I\) [\d.]+\)", text)) == 2
+    line = (r"sliced W1 [\d.]+ \(noise floor [\d.]+, N\(0,I\) [\d.]+; "
+            r"80% of data-vs-data pairs [\d.]+-[\d.]+\)")
+    assert len(re.findall(line, text)) == 2
     for name in ("demo.png", "swiss_roll/samples.png", "swiss_roll/samples.gif",
                  "swiss_roll/loss.png", "picture/samples.png", "picture/samples.gif"):
         assert (out / name).exists(), name

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidiff.metrics import (FLOOR_PAIRS, distances_2d, mmd_rbf, noise_floor, quantiles,
-                              sliced_wasserstein)
+from minidiff.metrics import (FLOOR_PAIRS, distances_2d, format_distances, mmd_rbf, noise_floor,
+                              quantiles, sliced_wasserstein)
 
 
 @settings(max_examples=8)               # each example projects on 4096 directions
@@ -74,6 +74,11 @@ def test_distances_2d_floors_take_the_median_of_their_own_number_of_pairs():
     pairs = [sliced_wasserstein(g.standard_normal((40, 2)), g.standard_normal((40, 2)))
              for _ in range(FLOOR_PAIRS["sw"])]
     assert d["sw_floor"] == float(np.median(pairs))
+    assert d["sw_floor_band"] == tuple(np.percentile(pairs, [10, 90]))
+    lo, hi = sorted(pairs)[2], sorted(pairs)[-3]              # the 3rd from each end of 25
+    assert lo <= d["sw_floor_band"][0] <= sorted(pairs)[3]
+    assert sorted(pairs)[-4] <= d["sw_floor_band"][1] <= hi
+    assert f"80% of data-vs-data pairs {d['sw_floor_band'][0]:.4f}-" in format_distances(d)
     calls.clear()
     distances_2d(samples, draw, seed=7, repeats=4)
     assert len(calls) == 1 + 2 * (4 + 4)
