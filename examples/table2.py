@@ -257,14 +257,15 @@ def main(argv=None):
     finally:
         if limits is not None:
             limits.restore_original_limits()
-    table = markdown(args.target, args, results)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, f"table2_{args.target}.md"), "w") as f:
-        f.write(table)
+    table = write_table(args, results)
     with open(os.path.join(args.out_dir, f"results_{args.target}.json"), "w") as f:
         json.dump(dict(args=vars(args), results=results), f, indent=1, default=str)
     print(table + f"\n{(time.perf_counter() - t0) / 60:.1f} minutes in all")
     return results
+
+
+# Arguments that may differ between runs joined by --merge; every other one is the protocol.
+MERGE_MAY_DIFFER = ("out_dir", "rows", "merge", "seeds")
 
 
 def merge(args):
@@ -277,25 +278,27 @@ def merge(args):
                              f"with --out-dir {folder} first)")
         with open(path) as f:
             saved = json.load(f)
-        if first is not None and {k: v for k, v in saved["args"].items() if k not in
-                                  MERGE_MAY_DIFFER} != first:
+        protocol = {k: v for k, v in saved["args"].items() if k not in MERGE_MAY_DIFFER}
+        if first is not None and protocol != first:
             raise SystemExit(f"table2.py: --merge: {path} was run under another protocol "
                              "than the first folder's (compare their 'args')")
-        first = {k: v for k, v in saved["args"].items() if k not in MERGE_MAY_DIFFER}
+        first = protocol
         for key, runs in saved["results"].items():
             results.setdefault(key, []).extend(runs)
     seeds = sorted({r["seed"] for runs in results.values() for r in runs})
     args = argparse.Namespace(**dict(first, out_dir=args.out_dir, target=args.target,
                                      seeds=seeds))
+    print(write_table(args, results))
+    return results
+
+
+def write_table(args, results):
+    """Write --out-dir/table2_<target>.md and return its text."""
     table = markdown(args.target, args, results)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, f"table2_{args.target}.md"), "w") as f:
         f.write(table)
-    print(table)
-    return results
-
-
-MERGE_MAY_DIFFER = ("out_dir", "rows", "merge", "seeds")
+    return table
 
 
 if __name__ == "__main__":
