@@ -31,7 +31,7 @@ SETUPS = (("1 process, 2 threads", 0, 2), ("1 process, 1 thread", 0, 1),
 def one_run(args):
     from PIL import Image
     from minidiff import distributed
-    from minidiff.cli import limit_blas_threads
+    from minidiff.cli_common import limit_blas_threads
     from minidiff.config import TrainConfig
     from minidiff.train import Trainer
     world = distributed.init()

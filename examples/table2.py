@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 from minidiff import backend, viz
-from minidiff.cli import limit_blas_threads
+from minidiff.cli_common import limit_blas_threads
 from minidiff.datakinds import DATA_KINDS
 from minidiff.diffusion import calc_bpd_loop
 from minidiff.train import ModelDiverged, NonFiniteLoss, Trainer, TrainConfig, distances_2d

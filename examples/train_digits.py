@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from minidiff import backend, data, viz
-from minidiff.cli import limit_blas_threads
+from minidiff.cli_common import limit_blas_threads
 from minidiff.diffusion import calc_bpd_loop
 from minidiff.train import Trainer, TrainConfig
 

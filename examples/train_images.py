@@ -19,7 +19,7 @@ import argparse
 import os
 
 from minidiff import backend
-from minidiff.cli import limit_blas_threads
+from minidiff.cli_common import limit_blas_threads
 from minidiff.train import NonFiniteLoss, Trainer, TrainConfig
 
 

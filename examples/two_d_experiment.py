@@ -23,7 +23,7 @@ import os
 import time
 
 from minidiff import data, viz
-from minidiff.cli import limit_blas_threads, scatter_outputs
+from minidiff.cli_common import limit_blas_threads, scatter_outputs
 from minidiff.metrics import format_distances
 from minidiff.train import NonFiniteLoss, Trainer, TrainConfig, distances_2d
 

@@ -8,7 +8,8 @@ floors.
 import os
 import time
 
-from . import cli, viz
+from . import viz
+from .cli_common import add_common, fail, int_at_least, scatter_outputs, set_device, set_threads
 from .config import TrainConfig
 from .metrics import format_distances
 from .train import Trainer, distances_2d
@@ -30,10 +31,10 @@ def demo_estimate(steps, timesteps, n):
 def demo_folder(path):
     """The demo's folder: new, empty, or one it made before; anything else is refused."""
     if os.path.exists(path) and not os.path.isdir(path):
-        cli.fail(f"--out-dir {path}: is a file, not a folder; choose a folder for the pictures")
+        fail(f"--out-dir {path}: is a file, not a folder; choose a folder for the pictures")
     if os.path.isdir(path) and os.listdir(path) and \
             not os.path.exists(os.path.join(path, DEMO_MARK)):
-        cli.fail(f"--out-dir: {path} exists and was not made by the demo; choose another folder "
+        fail(f"--out-dir: {path} exists and was not made by the demo; choose another folder "
              "(the demo would overwrite what is there)")
     os.makedirs(path, exist_ok=True)                # an OSError here: main() names the flag
     open(os.path.join(path, DEMO_MARK), "w").close()
@@ -43,8 +44,8 @@ def cmd_demo(args):
     """Ho et al. 2020's ε-prediction (L_simple, Eq. 14) on two 2-D sets: the swiss roll, and
     the shipped picture as points. Each is trained, sampled
     with Ho et al. 2020's Algorithm 2, drawn and measured against its noise floor."""
-    cli.set_device(args)
-    cli.set_threads(args, mlp=True)
+    set_device(args)
+    set_threads(args, mlp=True)
     demo_folder(args.out_dir)
     fastest, slowest = demo_estimate(args.steps, args.timesteps, args.n)
     print(f"the demo trains and samples two 2-D sets: expect {fastest / 60:.1f} to "
@@ -67,7 +68,7 @@ def cmd_demo(args):
         x, trajectory = trainer.sample(args.n, frames=50)       # Ho et al. 2020, Alg. 2
         t2 = time.perf_counter()
         png, gif = (os.path.join(cfg.out_dir, f"samples.{ext}") for ext in ("png", "gif"))
-        cli.scatter_outputs(trainer, x, trajectory, png, gif, f"{name}: {args.n} samples")
+        scatter_outputs(trainer, x, trajectory, png, gif, f"{name}: {args.n} samples")
         d = distances_2d(x, cfg)
         print(f"   trained in {t1 - t0:.0f} s, sampled {args.n} points in {t2 - t1:.0f} s")
         print(f"   {format_distances(d)}", flush=True)
@@ -88,13 +89,13 @@ def add_parser(sub):
                        "their noise floors.")
     p.add_argument("--out-dir", default="demo_out",
                    help="folder for the pictures (default: demo_out)")
-    p.add_argument("--steps", type=cli.int_at_least(1), default=12000,
+    p.add_argument("--steps", type=int_at_least(1), default=12000,
                    help="training steps per model (default: 12000)")
-    p.add_argument("--timesteps", type=cli.int_at_least(21), default=1000,
+    p.add_argument("--timesteps", type=int_at_least(21), default=1000,
                    help="T (default: 1000)")
-    p.add_argument("--n", type=cli.int_at_least(2), default=2000,
+    p.add_argument("--n", type=int_at_least(2), default=2000,
                    help="samples per model (default: 2000)")
-    p.add_argument("--seed", type=cli.int_at_least(0), default=0, help="seed (default: 0)")
-    cli.add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 1)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (default: 0)")
+    add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 1)")
     p.set_defaults(func=cmd_demo, parser=p)
     return p

@@ -6,7 +6,7 @@ which are not installed with the package: it runs from a source checkout.
 import importlib.util
 import os
 
-from . import cli
+from .cli_common import fail
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "examples", "gpu_check.py")
@@ -25,7 +25,7 @@ def _script():
 def cmd_gpu_check(args):
     status = args.check.run(args) if args.check else None
     if status is None:
-        cli.fail(f"gpu-check runs from a source checkout ({SCRIPT} is not here): clone the "
+        fail(f"gpu-check runs from a source checkout ({SCRIPT} is not here): clone the "
                  "repository and run `python -m minidiff gpu-check` there")
     if status:
         raise SystemExit(status)

@@ -36,7 +36,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="module")
 def one_blas_thread():
     """Cap BLAS at one thread: small matrices (the 2-D MLP's) run fastest so."""
-    from minidiff.cli import limit_blas_threads
+    from minidiff.cli_common import limit_blas_threads
     limits = limit_blas_threads(1)
     yield
     limits.restore_original_limits()

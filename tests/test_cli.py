@@ -14,7 +14,7 @@ from minidiff.cli import build_parser, main
 from minidiff.config import TrainConfig
 
 
-# Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
+# Small matrices run fastest on one BLAS thread (see minidiff.cli_common.limit_blas_threads).
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 

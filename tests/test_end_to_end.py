@@ -14,7 +14,7 @@ from minidiff.cli import main
 from minidiff.train import Trainer, TrainConfig, distances_2d
 
 
-# Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
+# Small matrices run fastest on one BLAS thread (see minidiff.cli_common.limit_blas_threads).
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 

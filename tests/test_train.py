@@ -20,7 +20,7 @@ from minidiff.runlog import read_log_rows
 from minidiff.train import NonFiniteLoss, Trainer
 
 
-# Small matrices run fastest on one BLAS thread (see minidiff.cli.limit_blas_threads).
+# Small matrices run fastest on one BLAS thread (see minidiff.cli_common.limit_blas_threads).
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
