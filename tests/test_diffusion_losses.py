@@ -200,3 +200,55 @@ def test_hybrid_trains_the_mean_only_through_l_simple():
         diff.training_losses(model, x0, t=t, noise=noise).sum().backward()
         grads.append(w.grad)
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
+# ------------------------------------------------------------------ the bound's value, pinned
+def approx_phi(v):
+    """Ho et al.'s tanh approximation of Φ, written out (the erf test above bounds its error)."""
+    return 0.5 * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))
+
+
+def learned_bound_by_hand(x0, noise, t, eps_theta, v):
+    """L_t in bits/dim (B,) for a learned σ², from the papers in float64: x_t (Eq. 4), μ_θ
+    (Eq. 11), log σ² = frac log β + (1 - frac) log β̃ (Nichol & Dhariwal 2021, Eq. 15), the
+    Gaussian KL against q(x_{t-1} | x_t, x0) (Eq. 6-7) for t >= 1, the decoder (Eq. 13) at 0."""
+    b, a, abar, abar_prev = paper(t)
+    all_b, all_abar = np.asarray(BETAS), np.cumprod(1 - np.asarray(BETAS))
+    x_t = np.sqrt(abar) * x0 + np.sqrt(1 - abar) * noise                    # Eq. 4
+    mu = (x_t - b / np.sqrt(1 - abar) * eps_theta) / np.sqrt(a)             # Eq. 11
+    mu_true = (np.sqrt(abar_prev) * b * x0 + np.sqrt(a) * (1 - abar_prev) * x_t) / (1 - abar)
+    bt = (1 - abar_prev) / (1 - abar) * b                                   # β̃, Eq. 7
+    bt[t == 0] = (1 - all_abar[0]) / (1 - all_abar[1]) * all_b[1]           # clipped at 0
+    frac = (v + 1) / 2
+    log_var = frac * np.log(b) + (1 - frac) * np.log(bt)                    # N&D 2021, Eq. 15
+    kl = 0.5 * (log_var - np.log(bt) - 1 + bt / np.exp(log_var)
+                + (mu_true - mu) ** 2 / np.exp(log_var))
+    sd = np.exp(0.5 * log_var)
+    upper = np.where(x0 > 0.999, 1.0, approx_phi((x0 + 1 / 255 - mu) / sd))    # Eq. 13
+    lower = np.where(x0 < -0.999, 0.0, approx_phi((x0 - 1 / 255 - mu) / sd))
+    nll = -np.log(upper - lower)
+    per_dim = np.where((t == 0)[:, None], nll, kl)
+    return per_dim.mean(axis=1) / LN2
+
+
+@pytest.mark.parametrize("lam", [0.001, 0.02])
+def test_hybrid_loss_value_is_l_simple_plus_lambda_t_times_the_bound(lam):
+    """Nichol & Dhariwal 2021, Eq. 16: L_hybrid = L_simple + λ L_vlb, with L_vlb = Σ_t L_t
+    estimated by T L_t at the sampled t (their code: vb *= T / 1000, λ = 1/1000). Term by term,
+    at fixed t (index 0, the decoder, through T - 1) and fixed noise and network output."""
+    x0, noise, t = batch(seed=8)                          # t = 0, 1, 5, 12, 28, 29 (T = 30)
+    rng = np.random.default_rng(9)
+    eps_theta = noise + 0.5 * rng.standard_normal(noise.shape)
+    v = rng.uniform(-1, 1, noise.shape)                   # the variance channels
+    out = np.concatenate([eps_theta, v], axis=1)[:, :, None]     # (B, 2C, 1), C = 3
+    simple = ((noise - eps_theta) ** 2).mean(axis=1)                        # Eq. 14
+    bound = learned_bound_by_hand(x0, noise, t, eps_theta, v)
+
+    def loss(kind, lam):
+        d = GaussianDiffusion(BETAS, variance="learned_range", loss=kind, hybrid_lambda=lam,
+                              dtype=np.float64)
+        got = d.training_losses(fixed_model(out), x0[:, :, None], t=t, noise=noise[:, :, None])
+        return got.numpy()
+    np.testing.assert_allclose(loss("kl", lam), bound, rtol=1e-10)           # L_t itself
+    np.testing.assert_allclose(loss("hybrid", 0.0), simple, rtol=1e-12)     # L_simple alone
+    np.testing.assert_allclose(loss("hybrid", lam), simple + lam * 30 * bound, rtol=1e-10)
