@@ -67,9 +67,16 @@ def ema_update(shadow, param, decay):
 
 
 # ---------------------------------------------------------------------------- checks
+def _refuse_one_tensor(params, op):
+    """A Tensor iterates over its rows, so list(t) would hand over copies of rows."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{op}: pass a list of tensors such as [t], not a single Tensor")
+
+
 def _param_list(params, op):
     if isinstance(params, Module):
         raise ValueError(f"{op}: pass module.parameters(), not the module itself")
+    _refuse_one_tensor(params, op)
     params = list(params)
     if not params:
         raise ValueError(f"{op}: got an empty parameter list")
@@ -247,6 +254,7 @@ def clip_grad_norm(params, max_norm):
     """
     if isinstance(params, Module):
         raise ValueError("clip_grad_norm: pass module.parameters(), not the module itself")
+    _refuse_one_tensor(params, "clip_grad_norm")
     max_norm = check_number("clip_grad_norm: max_norm", max_norm, 0.0)
     if max_norm == 0:
         raise ValueError("clip_grad_norm: max_norm must be > 0, got 0")
@@ -268,6 +276,7 @@ def clip_grad_norm(params, max_norm):
 def _named_params(module_or_params, op):
     if isinstance(module_or_params, Module):
         return list(module_or_params.named_parameters())
+    _refuse_one_tensor(module_or_params, op)
     params = list(module_or_params)
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):

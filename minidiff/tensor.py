@@ -9,6 +9,8 @@ Where the data lives: `.device` says "cpu" or "cuda", `.to(device)` copies there
 `array_on(a, device)` moves a bare array (Module.to uses it).
 """
 import contextlib
+import numbers
+import threading
 
 import numpy as np
 
@@ -16,23 +18,31 @@ from . import backend, profiler
 
 DEFAULT_DTYPE = np.float32
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+REAL_KINDS = "biuf"        # bool, int, uint, float: what a Tensor is made from (cast to float)
 
-_grad_enabled = [True]
+
+class _GradMode(threading.local):
+    """Whether ops build a graph, per thread as in PyTorch: no_grad in one thread leaves every
+    other thread's graph alone. A class attribute, so each new thread starts with it on."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Inside this block, ops build no graph: nothing is kept for a backward pass."""
-    prev = _grad_enabled[0]
-    _grad_enabled[0] = False
+    """Inside this block, ops of this thread build no graph: nothing is kept for a backward."""
+    prev = _grad_mode.enabled
+    _grad_mode.enabled = False
     try:
         yield
     finally:
-        _grad_enabled[0] = prev
+        _grad_mode.enabled = prev
 
 
 def is_grad_enabled():
-    return _grad_enabled[0]
+    return _grad_mode.enabled
 
 
 def unbroadcast(grad, shape):
@@ -72,14 +82,31 @@ def array_on(a, device):
 
 
 def _as_array(data, dtype):
-    xp = backend.xp()
-    if dtype is not None:
-        return xp.asarray(data, dtype=dtype)
+    """`data` as an array of `dtype`; with no dtype, float32 and float64 arrays keep theirs and
+    everything else (Python numbers, lists, bool and int arrays) becomes float32. Complex, str
+    and object data are refused, never cast: casting complex to real drops a part silently."""
     is_array = hasattr(data, "dtype") and hasattr(data, "shape")
-    arr = xp.asarray(data)
+    arr = data if is_array else np.asarray(data)       # numbers and lists are read on the host
+    if arr.dtype.kind not in REAL_KINDS:
+        raise TypeError(f"Tensor: got {type(data).__name__} data of dtype {arr.dtype}; a "
+                        f"Tensor holds real numbers: a number, a nested list of numbers, or an "
+                        f"array of bools, ints or floats")
+    arr = backend.xp().asarray(arr)
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
     if is_array and arr.dtype in FLOAT_DTYPES:
         return arr                           # float32 and float64 arrays keep their precision
     return arr.astype(DEFAULT_DTYPE)         # Python numbers, lists and ints become float32
+
+
+def _comparable(o):
+    """Whether ==, <, ... compare a Tensor with `o`: a Tensor, a real number, a list, or an
+    array of bools, ints or floats. Anything else (None, a str) gets NotImplemented, so that
+    `t == None` is False and `t < "a"` a TypeError, as Python's protocol has it."""
+    if isinstance(o, (Tensor, numbers.Real, list, tuple)):
+        return True
+    kind = getattr(getattr(o, "dtype", None), "kind", None)
+    return isinstance(kind, str) and kind in REAL_KINDS
 
 
 class Tensor:
@@ -108,7 +135,7 @@ class Tensor:
         out = cls.__new__(cls)
         out.data = data
         out.grad = None
-        out.requires_grad = _grad_enabled[0] and any(p.requires_grad for p in parents)
+        out.requires_grad = _grad_mode.enabled and any(p.requires_grad for p in parents)
         out._prev = tuple(parents) if out.requires_grad else ()
         out._backward = None
         out._op = op
@@ -197,9 +224,6 @@ class Tensor:
     def size(self):
         return int(self.data.size)
 
-    def __len__(self):
-        return self.data.shape[0]
-
     def detach(self):
         """The same data, cut off from the graph."""
         return Tensor(self.data)
@@ -207,10 +231,17 @@ class Tensor:
     def numpy(self):
         return backend.to_numpy(self.data)
 
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(t) is t's data on the host, as in PyTorch (NumPy never walks the rows)."""
+        return np.array(self.numpy(), dtype=dtype, copy=copy)
+
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item: tensor has {self.data.size} elements, not 1")
         return float(self.data.reshape(()))
+
+    def __float__(self):
+        return self.item()
 
     def astype(self, dtype):
         return F.astype(self, dtype)
@@ -235,6 +266,44 @@ class Tensor:
     def __abs__(self): return F.abs(self)                  # abs(x)
     def __getitem__(self, idx): return F.getitem(self, idx)
 
+    # Comparisons are elementwise masks without gradient (functional/compare.py), so a Tensor
+    # hashes by identity, as in PyTorch. NotImplemented for None or a str: Python then says
+    # `t == None` is False, and `t < "a"` is a TypeError.
+    __hash__ = object.__hash__
+    def __eq__(self, o): return F.eq(self, o) if _comparable(o) else NotImplemented
+    def __ne__(self, o): return F.ne(self, o) if _comparable(o) else NotImplemented
+    def __lt__(self, o): return F.lt(self, o) if _comparable(o) else NotImplemented
+    def __le__(self, o): return F.le(self, o) if _comparable(o) else NotImplemented
+    def __gt__(self, o): return F.gt(self, o) if _comparable(o) else NotImplemented
+    def __ge__(self, o): return F.ge(self, o) if _comparable(o) else NotImplemented
+
+    # ------------------------------------------------------------------ a container, as in PyTorch
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        """The rows along the first axis, each `self[i]`: a getitem that gradients flow back
+        through, so `sum(t)` and `a, b = t` stay on the graph."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (F.getitem(self, i) for i in range(self.shape[0]))
+
+    def __contains__(self, x):
+        """`x in t`: whether some element of t equals x, i.e. bool((t == x).any())."""
+        if not _comparable(x):
+            raise TypeError(f"`x in t`: x must be a number, an array or a Tensor, "
+                            f"got {type(x).__name__}")
+        return bool(F.any(F.eq(self, x)))
+
+    def __bool__(self):
+        """As Python reads the one element (0.0 is False); more or fewer is an error."""
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements is "
+                             f"ambiguous; use .any() or .all()")
+        return bool(self.data.reshape(()))
+
     # ------------------------------------------------------------------ methods, as in PyTorch
     # Each is one line over functional/, where the forward and backward are.
     def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
@@ -252,6 +321,8 @@ class Tensor:
     def abs(self): return F.abs(self)
     def tanh(self): return F.tanh(self)
     def clip(self, min=None, max=None): return F.clip(self, min, max)   # names as NumPy's
+    def any(self, axis=None, keepdims=False): return F.any(self, axis, keepdims)
+    def all(self, axis=None, keepdims=False): return F.all(self, axis, keepdims)
     def to(self, device): return F.to_device(self, device)
 
     @property

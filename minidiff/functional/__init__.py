@@ -8,9 +8,11 @@
     conv.py          conv2d avg_pool2d upsample_nearest2d
     norm.py          group_norm group_norm_silu (the fast path: norm_fast.py)
     attention.py     softmax attention
+    compare.py       eq ne lt le gt ge any all (masks of 0.0 and 1.0, no gradient)
     loss.py          mse_loss dropout
 """
 from .attention import attention, softmax
+from .compare import all, any, eq, ge, gt, le, lt, ne
 from .conv import avg_pool2d, conv2d, upsample_nearest2d
 from .elementwise import (abs, add, astype, clip, cos, div, exp, log, maximum, mul, neg, pow,
                           relu, sigmoid, silu, sin, sqrt, sub, tanh)

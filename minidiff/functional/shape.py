@@ -103,6 +103,8 @@ def to_device(x, device):
 @profiled("concat")
 def concat(tensors, axis=0):
     """Join along an existing axis; the backward slices the gradient back into pieces."""
+    if isinstance(tensors, Tensor):                    # it iterates, but over its own rows
+        raise TypeError("concat: takes a list of tensors, got a single Tensor")
     ts = [as_tensor(t) for t in tensors]
     if not ts:
         raise ValueError("concat: needs at least one tensor")
@@ -132,19 +134,25 @@ def concat(tensors, axis=0):
     return out.set_backward(_backward)
 
 
+_BASIC_INDEX = (numbers.Integral, builtins.slice, type(Ellipsis), type(None))
+
+
 @profiled("getitem")
 def getitem(x, idx):
-    """Indexing by ints and slices (basic indexing): the backward scatters into zeros."""
+    """Indexing by ints and slices (basic indexing): the backward scatters into zeros.
+
+    As for a Python sequence, a wrong kind of index is a TypeError and an int out of range an
+    IndexError (which ends Python's old iteration protocol)."""
     x = as_tensor(x)
     parts = idx if isinstance(idx, tuple) else (idx,)
     for p in parts:
-        if not isinstance(p, (int, builtins.slice)) and p is not Ellipsis and p is not None:
-            raise ValueError(f"getitem: index {p!r} is not an int or slice (only basic "
-                             f"indexing is differentiable here)")
+        if not isinstance(p, _BASIC_INDEX):
+            raise TypeError(f"getitem: index {p!r} is not an int, a slice, ... or None (only "
+                            f"basic indexing is differentiable here)")
     try:
         data = x.data[idx]
     except IndexError as e:
-        raise ValueError(f"getitem: index {idx!r} out of range for shape {x.shape}: {e}") \
+        raise IndexError(f"getitem: index {idx!r} is out of range for shape {x.shape} ({e})") \
             from None
     out = Tensor.make(data, (x,), "getitem")
 

@@ -1,6 +1,8 @@
 """Parameter and Module: the attribute walk that names parameters, state_dict and
 load_state_dict with the checks of every loaded array, and the move between devices."""
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from .. import backend
@@ -199,6 +201,9 @@ class Module:
         have its parameter's exact shape and pass `checked_values` (a floating dtype, cast to
         the parameter's; finite values). Each lands on its parameter's device.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict ({type(self).__name__}): expected a dict of "
+                            f"name -> array, got {type(state_dict).__name__}")
         own = dict(self.named_parameters())
         missing = [n for n in own if n not in state_dict]
         unexpected = [n for n in state_dict if n not in own]
