@@ -1,33 +1,35 @@
 """Time conv2d forward + backward against PyTorch on every conv layer shape of the U-Nets.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .bench/bin/python examples/bench_conv.py
-    .bench/bin/python examples/bench_conv.py --threads 1 --only tiny
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .bench/bin/python benchmarks/bench_conv.py
+    .bench/bin/python benchmarks/bench_conv.py --threads 1 --only tiny
 
 One timed call: out = conv2d(x, W, b); loss = sum(out * g); backward for x, W and b. The
-shapes are those of the `tiny` (batch 32) and `small` (batch 16) U-Nets of the PyTorch
-reference in /work/shared/bench (conv_in, the res-block 3x3 convs and 1x1 skips, the stride-2
-downsample, the upsample conv, conv_out and the attention 1x1 qkv/proj convs). minidiff and
-PyTorch run interleaved in one process with that folder's `common.run_rounds`; without torch
+shapes are those of the `tiny` (batch 32) and `small` (batch 16) U-Net presets (conv_in, the
+res-block 3x3 convs and 1x1 skips, the stride-2 downsample, the upsample conv, conv_out and the
+attention 1x1 qkv/proj convs), checked against the convs the PyTorch twin (torch_twin.py) runs.
+minidiff and PyTorch run interleaved in one process with `common.run_rounds`; without torch
 only minidiff is timed. The machine is shared and noisy: quote ratios of medians.
 
-Set-up: python3 -m venv .bench && .bench/bin/pip install torch==2.13.0 numpy threadpoolctl
-pillow && .bench/bin/pip install -e .
+Set-up (the README): python3 -m venv .bench && .bench/bin/pip install -e ".[bench]"
 """
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
-from contextlib import nullcontext
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
+import common
 from minidiff import Tensor
 from minidiff.functional.conv import conv2d
+from minidiff.models.unet import PRESETS, unet_from_preset
 
 
 def conv_layers(cfg):
     """[(role, Cin, Cout, k, stride, H)] for every conv of the U-Net built from `cfg`, in the
-    order torch_unet.UNet runs them (H is the input height; images are square)."""
+    order the U-Net runs them (H is the input height; images are square)."""
     ch, res = cfg["base_channels"], cfg["image_size"]
     layers = [("conv_in", cfg["in_channels"], ch, 3, 1, res)]
 
@@ -71,10 +73,10 @@ def conv_layers(cfg):
 
 
 def torch_conv_layers(name, batch):
-    """The same list, read from the PyTorch model with forward hooks (an independent check)."""
+    """The same list, read from the PyTorch twin with forward hooks (an independent check)."""
     import torch
-    from torch_unet import build, input_shape
-    model, seen = build(name), []
+    from torch_twin import twin_of
+    model, seen = twin_of(unet_from_preset(name)), []
 
     def hook(mod, inp, out):
         k, s = mod.kernel_size[0], mod.stride[0]
@@ -83,17 +85,17 @@ def torch_conv_layers(name, batch):
         if isinstance(m, torch.nn.Conv2d):
             m.register_forward_hook(hook)
     with torch.no_grad():
-        model(torch.zeros(input_shape(name, batch)), torch.ones(batch, dtype=torch.long))
+        model(torch.zeros(common.input_shape(name, batch)), torch.ones(batch, dtype=torch.long))
     return seen
 
 
-def distinct_shapes(common, only):
+def distinct_shapes(only):
     """{(B, Cin, Cout, k, stride, H): (roles, count)} over the tiny b32 and small b16 U-Nets."""
     shapes = {}
     for name, batch in (("tiny", 32), ("small", 16)):
         if only and name not in only:
             continue
-        for role, cin, cout, k, s, h in conv_layers(common.UNET_CONFIGS[name]):
+        for role, cin, cout, k, s, h in conv_layers(PRESETS[name]):
             key = (batch, cin, cout, k, s, h)
             roles, n = shapes.get(key, ([], 0))
             if f"{name} {role}" not in roles:
@@ -148,40 +150,25 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--min-seconds", type=float, default=0.15)
-    ap.add_argument("--bench-dir", default=os.environ.get("MINIDIFF_TORCH_BENCH",
-                                                          "/work/shared/bench"),
-                    help="folder holding common.py (run_rounds, configs) and torch_unet.py")
     args = ap.parse_args()
-
-    if not os.path.exists(os.path.join(args.bench_dir, "common.py")):
-        sys.exit(f"bench_conv: no common.py in {args.bench_dir}; pass --bench-dir")
-    sys.path.insert(0, args.bench_dir)
-    import common
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        threadpool_info, threadpool_limits = None, None
-        print("threadpoolctl is not installed: numpy keeps its own thread count "
-              "(set OPENBLAS_NUM_THREADS); pip install threadpoolctl")
-    try:
+    torch = None
+    if importlib.util.find_spec("torch"):
         import torch
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
+    else:
         print("torch is not installed: timing minidiff only (see the docstring for the "
               "set-up of the .bench venv)")
 
-    shapes = distinct_shapes(common, args.only)
+    shapes = distinct_shapes(args.only)
     if torch is not None:                       # our list of shapes must be the model's
         for name, batch in (("tiny", 32), ("small", 16)):
             if args.only and name not in args.only:
                 continue
-            ours = sorted((c, o, k, s, h) for _, c, o, k, s, h
-                          in conv_layers(common.UNET_CONFIGS[name]))
+            ours = sorted((c, o, k, s, h) for _, c, o, k, s, h in conv_layers(PRESETS[name]))
             if ours != sorted(torch_conv_layers(name, batch)):
-                sys.exit(f"bench_conv: conv layers of {name} differ from torch_unet.py")
+                sys.exit(f"bench_conv: conv layers of {name} differ from torch_twin.py's")
 
-    for info in threadpool_info() if threadpool_info else []:
+    common.set_threads(args.threads)
+    for info in threadpool_info():
         print(f"{info['user_api']}: {info.get('internal_api')} {info.get('version')} "
               f"{info.get('architecture', '')} (threads are set to {args.threads})")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
@@ -195,10 +182,8 @@ def main():
         if torch is not None:
             work[("torch", key)] = torch_step(key, rng)
     named = {f"{lib} {key}": fn for (lib, key), fn in work.items()}
-    limits = threadpool_limits(limits=args.threads) if threadpool_limits else nullcontext()
-    with limits:
-        stats = common.run_rounds(named, rounds=args.rounds, iters=args.iters,
-                                  min_seconds=args.min_seconds)
+    stats = common.run_rounds(named, rounds=args.rounds, iters=args.iters,
+                              min_seconds=args.min_seconds)
     report(shapes, stats, torch is not None, args.threads)
 
 
@@ -213,7 +198,7 @@ def report(shapes, stats, with_torch, threads):
     for key, (roles, n) in sorted(shapes.items(), key=lambda kv: (kv[0][0], -kv[0][5],
                                                                  kv[0][1:5])):
         runs = [stats[f"minidiff {key}"]] + ([stats[f"torch {key}"]] if with_torch else [])
-        busy += sum(st["contended_blocks"] for st in runs)
+        busy += sum(st["contended"] for st in runs)
         blocks += sum(st["blocks"] for st in runs)
         md = runs[0]
         line = " ".join(f"{v:>{w}}" for v, w in zip(key, (3, 4, 4, 2, 2, 3)))
@@ -223,8 +208,7 @@ def report(shapes, stats, with_torch, threads):
             ratios.append(md["median"] / t["median"])
             tot_md += n * md["median"]
             tot_t += n * t["median"]
-            clean = (md["clean"]["median"] / t["clean"]["median"]
-                     if md["clean"] and t["clean"] else None)
+            clean = md["clean"] / t["clean"] if md["clean"] and t["clean"] else None
             if clean is not None:
                 clean_ratios.append(clean)
             line += f" {t['median'] * 1e3:8.2f} {ratios[-1]:6.2f} "

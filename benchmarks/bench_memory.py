@@ -1,9 +1,9 @@
 """Peak memory of whole DDPM steps, minidiff against PyTorch on the CPU.
 
-    python examples/bench_memory.py                       # needs torch: see the README
-    python examples/bench_memory.py --only small --steps 3
+    .bench/bin/python benchmarks/bench_memory.py              # the bench extra: the README
+    .bench/bin/python benchmarks/bench_memory.py --only small --steps 3
 
-The workloads are bench_steps.py's (../shared/bench/common.py's jobs()). Each library and
+The workloads are bench_steps.py's (common.jobs(), workloads.py). Each library and
 workload runs in a fresh process: it builds the model, the optimizer and the inputs, then
 resets the kernel's peak-RSS mark (writing 5 to /proc/self/clear_refs) and runs --steps
 steps. The figure is the peak resident memory during the steps less the memory resident
@@ -11,12 +11,13 @@ before them (VmHWM - VmRSS, /proc/self/status): everything a step allocates, opt
 state and reused buffers included. The ratio is minidiff / torch; lower is better.
 """
 import argparse
+import importlib.util
 import json
-import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import common
+import workloads
 
 
 def status_kib(field):
@@ -28,39 +29,22 @@ def status_kib(field):
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def minidiff_step(key):
-    import bench_steps
-    job = key.split()[-2]                                  # "train tiny b32" -> tiny
-    return bench_steps.minidiff_workloads([job])["minidiff " + key]
-
-
-def torch_step(key):
-    import common
-    import torch
-    import torch_bench
-    torch.manual_seed(0)
-    sch = torch_bench.schedule_tensors()
-    for k, kind, name, batch in common.jobs([key.split()[-2]]):
+def build_step(lib, key):
+    """The step of workload `key` ("train tiny b32", ...) in `lib`, "minidiff" or "torch"."""
+    for k, kind, name, batch in common.jobs():
+        if k == key and lib == "torch":
+            import torch
+            torch.manual_seed(0)
+            return workloads.torch_step(kind, name, batch)[0]
         if k == key:
-            model = torch_bench.build(name)
-            make = torch_bench.make_train_step if kind == "train" else \
-                torch_bench.make_sample_step
-            return make(model, batch, name, sch)
-    raise SystemExit(f"no workload {key!r}")
+            return workloads.minidiff_step(kind, name, batch)
+    raise SystemExit(f"bench_memory: no workload {key!r}")
 
 
 def child(lib, key, threads, steps):
     """In a fresh process: build, reset the peak mark, run, print the growth as JSON."""
-    sys.path.insert(0, HERE)
-    sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..", "shared", "bench")))
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(threads)
-    if lib == "torch":
-        import torch
-        torch.set_num_threads(threads)
-        step = torch_step(key)
-    else:
-        step = minidiff_step(key)
+    step = build_step(lib, key)
+    common.set_threads(threads)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                                       # VmHWM := VmRSS from here on
     before = status_kib("VmRSS")
@@ -87,21 +71,17 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(*args.child, args.threads, args.steps)
-    sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..", "shared", "bench")))
-    import common
-    import importlib.util
     libs = ("minidiff", "torch") if importlib.util.find_spec("torch") else ("minidiff",)
     if "torch" not in libs:
-        print("PyTorch not available; measuring minidiff alone")
+        print("PyTorch is not installed (the bench extra); measuring minidiff alone")
     print(f"threads={args.threads}, peak growth over {args.steps} steps")
     print("| workload | minidiff | torch | ratio |")
     print("|---|---|---|---|")
     for key, _, _, _ in common.jobs(args.only):
         m = measure("minidiff", key, args.threads, args.steps)
         t = measure("torch", key, args.threads, args.steps) if "torch" in libs else None
-        ratio = f"{m / t:.2f}" if t else "-"
         tt = f"{t:.0f} MiB" if t is not None else "-"
-        print(f"| {key} | {m:.0f} MiB | {tt} | {ratio} |", flush=True)
+        print(f"| {key} | {m:.0f} MiB | {tt} | {common.ratio(m, t)} |", flush=True)
 
 
 if __name__ == "__main__":

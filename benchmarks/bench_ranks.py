@@ -1,8 +1,8 @@
 """Training throughput over N ranks: the tiny U-Net at one global batch, on 1 or N processes.
 
-    python examples/bench_ranks.py --threads 2                 # one process, 2 BLAS threads
-    mpiexec -n 2 python examples/bench_ranks.py --threads 1    # two ranks, 1 thread each
-    python examples/bench_ranks.py --rounds 5                  # all three, interleaved
+    python benchmarks/bench_ranks.py --threads 2                 # one process, 2 BLAS threads
+    mpiexec -n 2 python benchmarks/bench_ranks.py --threads 1    # two ranks, 1 thread each
+    python benchmarks/bench_ranks.py --rounds 5                  # all three, interleaved
 
 Each run trains `--steps` steps of the Trainer (data-parallel under mpiexec: the same code as
 `mpiexec -n N minidiff train`) on random 16x16 images and prints, from rank 0, the median

@@ -2,14 +2,14 @@
 
 minidiff's engine (its autograd, convolutions, group norm, attention, Adam and EMA) is checked
 op by op against finite differences and NumPy references. This checks it end to end, against
-a library we did not write: PyTorch trains ../shared/bench/torch_unet.py's U-Net (the `tiny`
-configuration, the same 701,345 parameters) with the recipe `examples/table2.py` gives minidiff's
+a library we did not write: PyTorch trains torch_twin.py's U-Net (the `tiny` preset, the same
+701,345 parameters) with the recipe `examples/table2.py` gives minidiff's
 L_simple row, and measures the test bits/dim with its own code for the bound. Both start from
 Ho et al.'s initialisation (variance scaling, fan_avg, uniform; the output convs at zero) and
 see the same data split, but draw their own batches, timesteps and noise, so they agree at
 most to within seed noise. If minidiff were wrong anywhere in the chain, the two would not.
 
-    .bench/bin/python examples/mnist_twin.py --seeds 0 1       # torch: see the README
+    .bench/bin/python benchmarks/mnist_twin.py --seeds 0 1     # the bench extra: the README
     python examples/table2.py --target mnist --rows eps-simple-fixed --seeds 0 1   # minidiff
 
 The recipe (Ho et al. 2020, Algorithm 1 and Appendix B): MNIST-5k's 4,500 training digits
@@ -25,21 +25,15 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..", "shared", "bench")))
-sys.path.insert(0, os.path.join(HERE, ".."))
-
-import common  # noqa: E402  (../shared/bench)
-import torch_unet  # noqa: E402  (../shared/bench)
-
-from minidiff import viz  # noqa: E402  (the picture grid only)
-from minidiff.data import load_mnist_5k  # noqa: E402  (the same split as minidiff's runs)
+from minidiff import viz                      # the picture grid only
+from minidiff.data import load_mnist_5k       # the same split as minidiff's runs
+from minidiff.models.unet import unet_from_preset
+from torch_twin import ho_init_, twin_of
 
 LN2 = math.log(2.0)
 
@@ -75,40 +69,6 @@ class Schedule:
         abar = self.at(self.abar, t)
         x0_hat = ((x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).clamp(-1, 1)
         return self.at(self.c1, t) * x0_hat + self.at(self.c2, t) * x_t
-
-
-# ------------------------------------------------------------------ Ho et al.'s initialisation
-def variance_scaling_(w, fan_in, fan_out, scale=1.0):
-    """U(-L, L), L = √(3 scale / fan_avg): variance scale / fan_avg (Ho et al.'s nn.py)."""
-    limit = math.sqrt(3.0 * scale / ((fan_in + fan_out) / 2))
-    with torch.no_grad():
-        w.uniform_(-limit, limit)
-
-
-def ho_init_(model):
-    """Every conv and linear layer as Ho et al. initialise them: biases 0, the convs that end a
-    ResBlock or an attention block and the output conv at 0, so the network starts at ε̂ = 0."""
-    zero = set()
-    for m in model.modules():
-        if isinstance(m, torch_unet.ResBlock):
-            zero.add(m.conv2)
-        if isinstance(m, torch_unet.AttnBlock):
-            zero.add(m.proj)
-    zero.add(model.conv_out)
-    for m in model.modules():
-        if not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            continue
-        torch.nn.init.zeros_(m.bias)
-        k = m.weight[0, 0].numel() if m.weight.dim() == 4 else 1       # kernel area
-        cout, cin = m.weight.shape[:2]
-        if m in zero:
-            torch.nn.init.zeros_(m.weight)
-        elif isinstance(m, torch.nn.Conv2d) and m.out_channels == 3 * m.in_channels and \
-                m.kernel_size == (1, 1):                     # q, k, v: three layers in one
-            for part in m.weight.chunk(3, dim=0):
-                variance_scaling_(part, cin * k, cin * k)
-        else:
-            variance_scaling_(m.weight, cin * k, cout * k)
 
 
 # ------------------------------------------------------------------ the bound, in bits/dim
@@ -166,9 +126,7 @@ def sample(model, s, n, size, gen):
 def train(args, seed, data):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    cfg = dict(common.UNET_CONFIGS["tiny"], image_size=args.image_size)
-    model = torch_unet.UNet(**cfg)
-    ho_init_(model)
+    model = ho_init_(twin_of(unet_from_preset("tiny", image_size=args.image_size)))
     ema = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=0.0, betas=(0.9, 0.999), eps=1e-8)
     s, x_all, losses = Schedule(args.timesteps), torch.from_numpy(data), []

@@ -1,8 +1,8 @@
-"""House rules, checked on the text of the library, the kernels and the examples: every
-citation of an equation, an algorithm, a section or a table names its paper on the same line
-("Ho et al. 2020, Eq. 12", never a bare "Eq. 12", which would also match DDIM's); no comment
-points at a file outside the repository; lines fit in 100 characters, and library files in 400
-lines."""
+"""House rules, checked on the text of the library, the kernels, the examples and the
+benchmarks: every citation of an equation, an algorithm, a section or a table names its paper on
+the same line ("Ho et al. 2020, Eq. 12", never a bare "Eq. 12", which would also match DDIM's);
+no comment points at a file outside the repository; lines fit in 100 characters, and library
+files in 400 lines; only the benchmarks import PyTorch (or JAX, or TensorFlow)."""
 import re
 from pathlib import Path
 
@@ -10,16 +10,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = sorted((ROOT / "minidiff").rglob("*.py"))
-FILES = LIBRARY + sorted((ROOT / "kernels").glob("*.cu")) + sorted((ROOT / "examples").glob("*.py"))
-# The benchmarks (and the GPU check's PyTorch comparison) run beside the PyTorch reference of
-# our U-Nets, which lives outside the repository by design: they may name where it is.
-BENCHMARKS = {"bench_conv.py", "bench_memory.py", "bench_steps.py", "gpu_check.py",
-              "mnist_twin.py"}
+FILES = (LIBRARY + sorted((ROOT / "kernels").glob("*.cu"))
+         + sorted((ROOT / "examples").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py")))
 CITATION = re.compile(r"\b(Eq|Alg|Algorithm|Table|Sec|Relationship)\.? ?\d|§ ?\d")
 PAPER = re.compile(r"\b(Ho|Song|Lipman|Xu|Vaswani|Mildenhall|Tancik) et al\. (19|20)\d\d\b"
                    r"|\b(Nichol & Dhariwal|Salimans & Ho|Kingma & Ba|Wu & He|Lavin & Gray"
                    r"|Dumoulin & Visin|Loshchilov & Hutter|Higham) (19|20)\d\d\b")
 ELSEWHERE = re.compile(r"\bthe notes?\b|\bnote \d|shared/|\.\./", re.IGNORECASE)
+FRAMEWORK = re.compile(r"^\s*(import|from)\s+(torch|jax|tensorflow)\b")
 
 
 def lines(files=FILES):
@@ -34,6 +32,8 @@ def test_the_rules_see_what_they_forbid():
     assert PAPER.search("# Ho et al. 2020, Eq. 15") and PAPER.search("Nichol & Dhariwal 2021")
     assert not PAPER.search("Ho et al., Eq. 7") and not PAPER.search("N&D 2021, Eq. 17")
     assert ELSEWHERE.search("see ../shared/bench") and ELSEWHERE.search("as the notes say")
+    assert FRAMEWORK.search("    import torch.nn as nn") and FRAMEWORK.search("from jax import")
+    assert not FRAMEWORK.search("torch = pytest.importorskip('torch')")
     assert len(LIBRARY) >= 40 and any(p.suffix == ".cu" for p in FILES)
 
 
@@ -44,9 +44,13 @@ def test_every_citation_names_its_paper():
 
 
 def test_nothing_points_outside_the_repository():
-    found = [f"{where}: {line.strip()}"
-             for where, line in lines([p for p in FILES if p.name not in BENCHMARKS])
-             if ELSEWHERE.search(line)]
+    found = [f"{where}: {line.strip()}" for where, line in lines() if ELSEWHERE.search(line)]
+    assert not found, "\n".join(found)
+
+
+def test_only_the_benchmarks_import_pytorch():
+    code = LIBRARY + sorted((ROOT / "tests").rglob("*.py"))
+    found = [f"{where}: {line.strip()}" for where, line in lines(code) if FRAMEWORK.search(line)]
     assert not found, "\n".join(found)
 
 

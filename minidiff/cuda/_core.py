@@ -120,7 +120,7 @@ def use_kernels(*arrays):
 @contextlib.contextmanager
 def unfused():
     """Inside the block every op runs its xp code on the device, one CuPy array op at a time,
-    as if no kernel existed: the baseline of examples/gpu_benchmark.py, and a way to tell a
+    as if no kernel existed: the baseline of benchmarks/gpu_benchmark.py, and a way to tell a
     kernel's bug from the model's."""
     saved = _routing["kernels"]
     _routing["kernels"] = False
