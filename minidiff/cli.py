@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -216,12 +218,28 @@ def build_parser():
     return parser
 
 
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (`kill`, a job scheduler) stops the command as Ctrl-C does: an --overwrite cut
+    short puts the old run back, and one line says what happened. (Signals reach only the
+    main thread, so from another thread this does nothing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.blas_limits = None
     try:
-        args.func(args)
+        with sigterm_as_ctrl_c():
+            args.func(args)
     except KeyboardInterrupt:
         fail("interrupted; the last checkpoint (if any) is intact: rerun with --resume")
     except RuntimeError as e:                       # e.g. CUDA failing mid-run

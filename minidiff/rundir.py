@@ -1,6 +1,8 @@
-"""A run folder that nothing can corrupt: one trainer at a time, files replaced atomically, and
-an --overwrite that keeps the old run whole until the new one has a checkpoint.
+"""A run folder that nothing can corrupt: minidiff's only once minidiff made it, one trainer
+at a time, files replaced atomically, and an --overwrite that keeps the old run whole until the
+new one has a checkpoint.
 
+    claim("runs/roll")                   # new or empty: marked ours; a user's folder: refused
     lock = RunLock("runs/roll")          # a second trainer on runs/roll is refused by name
     recover("runs/roll")                 # finish what a killed --overwrite left half done
     write_atomic("runs/roll/log.csv", text)
@@ -9,7 +11,8 @@ an --overwrite that keeps the old run whole until the new one has a checkpoint.
     restore(aside)                       # or, if the new run failed before that
 
 Every step that moves files is one rename or a repeatable sequence of renames, so a kill -9 at
-any moment leaves a state that `recover` turns back into one whole run.
+any moment leaves a state that `recover` turns back into one whole run; `sample` and `nll` call
+recover_for_reading, so whichever command comes next puts the old run back.
 """
 import errno
 import fcntl
@@ -19,6 +22,8 @@ import shutil
 import tempfile
 import time
 
+MARK = ".minidiff-run"               # written first into a folder minidiff makes its own
+MARK_TEXT = "a minidiff run folder: --overwrite replaces only the files minidiff wrote here\n"
 LOCK = ".lock"                      # flock'ed by the trainer; holds its PID for the message
 PREVIOUS = ".previous"              # the old run, whole, while a new run overwrites it
 MOVING = ".previous.partial"        # the old run part way into (or back out of) .previous/
@@ -41,6 +46,56 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+# ------------------------------------------------------------------------------ whose folder
+def claim(folder):
+    """Make `folder` minidiff's before anything is written into it, or refuse it.
+
+    A new or empty folder gets the mark, first. A marked folder is ours already, and so is a
+    run from before the mark existed, once its checkpoint reads as minidiff's (mark() marks it
+    when training starts). Any other folder is the user's: refused in one line that names what
+    it holds, whatever the flags, and left exactly as it was (not even a .lock)."""
+    from .checkpoint import load_checkpoint            # checkpoint.py imports this module
+    os.makedirs(folder, exist_ok=True)
+    names = sorted(os.listdir(folder))
+    if not names:
+        mark(folder)
+    elif MARK not in names:
+        old = _old_checkpoints(folder)
+        if not old:
+            shown = ", ".join(n if n.isprintable() else ascii(n) for n in names[:5])
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            raise FileExistsError(f"out_dir: {folder} is not empty and minidiff did not make "
+                                  f"it (it holds {shown}{more}); minidiff writes only into a "
+                                  "new or empty folder, or a run folder of its own: choose "
+                                  "another --out-dir")
+        load_checkpoint(old[0])         # not minidiff's: refused in one line that names it
+
+
+def mark(folder):
+    """Write the mark that makes `folder` minidiff's (once)."""
+    if not os.path.isfile(os.path.join(folder, MARK)):
+        write_atomic(os.path.join(folder, MARK), MARK_TEXT)
+
+
+def _old_checkpoints(folder):
+    """The checkpoints of a run from before the mark: in the folder, or where a killed
+    --overwrite left them."""
+    paths = (os.path.join(folder, where, "checkpoint.npz") for where in ("", PREVIOUS, MOVING))
+    return [p for p in paths if os.path.isfile(p)]
+
+
+def ours(folder):
+    """Whether minidiff made `folder`, or it holds a run from before the mark."""
+    from .checkpoint import load_checkpoint
+    if os.path.isfile(os.path.join(folder, MARK)):
+        return True
+    old = _old_checkpoints(folder)
+    try:
+        return bool(old) and load_checkpoint(old[0]) is not None
+    except (ValueError, OSError):
+        return False
+
+
 # ------------------------------------------------------------------------------ the lock
 class RunLock:
     """An exclusive flock on <folder>/.lock, held until release() or the process ends (the OS
@@ -49,7 +104,7 @@ class RunLock:
     def __init__(self, folder):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
-        self.fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o666)  # umask
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -91,6 +146,7 @@ def write_atomic(path, data):
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP}{os.getpid()}-", suffix=suffix, dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 -> the mode any tool gives (0644)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
@@ -103,6 +159,21 @@ def write_atomic(path, data):
             raise OSError(e.errno, e.strerror, path) from e
         raise
     _fsync_dir(folder)
+
+
+def umask():
+    """The process's umask, read without changing it: os.umask can only set it, and setting
+    it to read it races with other threads creating files. Linux has it in /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)                  # elsewhere: set it and put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _alive(pid):
@@ -186,3 +257,35 @@ def recover(folder):
         _fsync_dir(folder)
         return f"{folder}: an interrupted --overwrite was undone; the earlier run is in place"
     return None
+
+
+def recover_for_reading(path):
+    """recover() for a command that only reads a run (sample, nll): `path` is its folder or a
+    file in it. The lock is taken just for that, and only in a folder of minidiff's. Returns
+    recover()'s sentence, or None.
+    A live trainer's --overwrite is its own to finish: before its first checkpoint, the run
+    is refused in one line, since the only whole run then is the one waiting in .previous/."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    if not any(os.path.isdir(os.path.join(folder, d)) for d in (PREVIOUS, MOVING, DISCARD)):
+        return None                                 # nothing half done: reading takes no lock
+    if not ours(folder):
+        return None
+    try:
+        lock = RunLock(folder)
+    except (RunFolderBusy, PermissionError) as e:
+        if os.path.exists(os.path.join(folder, "checkpoint.npz")):
+            return None                             # the new run's first checkpoint is there
+        previous = os.path.join(folder, PREVIOUS if os.path.isdir(os.path.join(
+            folder, PREVIOUS)) else MOVING)
+        if isinstance(e, RunFolderBusy):
+            raise FileNotFoundError(f"{folder}: no checkpoint yet: a trainer is replacing this "
+                                    f"run (--overwrite); the run it replaces waits in "
+                                    f"{previous}/ until the new run's first checkpoint") from None
+        raise FileNotFoundError(f"{folder}: no checkpoint: a killed --overwrite left the run "
+                                f"in {previous}/ and you cannot write the folder to put it "
+                                "back; any minidiff command on it, run by someone who can, "
+                                "does") from None
+    try:
+        return recover(folder)
+    finally:
+        lock.release()

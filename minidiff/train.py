@@ -104,11 +104,11 @@ class Trainer:
             self._build(cfg)
             world.follow(self)                           # from rank 0's checkpoint, if it took one
             return
-        self._lock = rundir.RunLock(cfg.out_dir)         # before we look at what is there
+        self._lock = None
         try:
-            note = rundir.recover(cfg.out_dir)
-            if note:
-                self._say(note)
+            rundir.claim(cfg.out_dir)                    # a user's folder: refused, untouched
+            self._lock = rundir.RunLock(cfg.out_dir)     # before we look at what is there
+            self._say(rundir.recover(cfg.out_dir))
             self._build(cfg)
             if os.path.exists(self.ckpt_path):
                 if resume:
@@ -125,7 +125,7 @@ class Trainer:
                 self._say(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
             world.lead(self)
         except BaseException as e:
-            self._lock.release()
+            self.close()
             if not isinstance(e, distributed.RankFailure):
                 world.lead(self, failed=e)               # N ranks: the others stop too
             raise
@@ -155,8 +155,12 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path, quiet=True):
         """A trainer holding a saved run (its config and weights), for sampling and
-        evaluation. `path` is a checkpoint or a run folder. Nothing on disk is written, and
+        evaluation. `path` is a checkpoint or a run folder. It writes nothing but what undoes
+        a killed --overwrite (rundir.recover_for_reading), and
         an image run does not need its training images."""
+        note = rundir.recover_for_reading(path)      # a killed --overwrite: the old run back
+        if note:
+            print(note, flush=True)                  # files moved: said even when quiet
         if os.path.isdir(path):
             path = os.path.join(path, "checkpoint.npz")
         arrays, meta = load_checkpoint(path)         # one read: a whole checkpoint, even if a
@@ -175,7 +179,7 @@ class Trainer:
             self._lock.release()
 
     def _say(self, msg):
-        if not self.quiet:
+        if msg and not self.quiet:
             print(msg, flush=True)
 
     # ---------------------------------------------------- Ho et al. 2020, Algorithm 1
@@ -256,9 +260,11 @@ class Trainer:
         cfg = self.cfg
         self._log = io.StringIO()                    # N ranks: only rank 0 writes the folder
         if distributed.writes():
+            rundir.mark(cfg.out_dir)                 # a run from before the mark: ours now
             for tmp in rundir.remove_stale_temp_files(cfg.out_dir):
                 self._say(f"removed {tmp}, left half-written by a killed run")
-            self._log = runlog.open_log(self.log_path, self.step)
+            self._log, note = runlog.open_log(self.log_path, self.step)   # a damaged line:
+            self._say(note)                                                 # dropped, said
             rundir.write_atomic(os.path.join(cfg.out_dir, "config.json"),
                                 json.dumps(cfg.to_json(), indent=1) + "\n")
         bar = Progress(cfg.steps, start=self.step, desc="train",

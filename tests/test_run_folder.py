@@ -76,7 +76,7 @@ def test_two_processes_on_one_folder_one_is_refused_and_the_other_is_whole(tmp_p
 
 def test_only_provably_stale_temp_files_are_removed(tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
+    rundir.claim(str(out))                           # a run folder, where runs were killed
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -114,9 +114,8 @@ def test_a_diverging_overwrite_leaves_the_old_run_whole_and_resumable(tmp_path):
 
 
 def test_an_overwrite_replaces_the_old_run_once_it_has_a_checkpoint(tmp_path):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "notes.txt").write_text("mine")            # not the run's: stays
     Trainer(tiny(tmp_path, steps=20, ckpt_every=10), quiet=True).run(final_samples=False)
+    (tmp_path / "run" / "notes.txt").write_text("mine")            # not the run's: stays
     Trainer(tiny(tmp_path, steps=6, ckpt_every=3, lr=2e-3), overwrite=True, quiet=True).run(
         final_samples=False)
     arrays, meta = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
@@ -227,9 +226,9 @@ def test_from_checkpoint_reads_the_file_once(tmp_path, monkeypatch):
     import minidiff.train as train
     reads = []
 
-    def counted(path):
+    def counted(path, **kwargs):
         reads.append(path)
-        return load_checkpoint(path)
+        return load_checkpoint(path, **kwargs)
     monkeypatch.setattr(train, "load_checkpoint", counted)
     assert Trainer.from_checkpoint(str(tmp_path / "run")).step == 2
     assert len(reads) == 1
