@@ -252,3 +252,19 @@ def test_hybrid_loss_value_is_l_simple_plus_lambda_t_times_the_bound(lam):
     np.testing.assert_allclose(loss("kl", lam), bound, rtol=1e-10)           # L_t itself
     np.testing.assert_allclose(loss("hybrid", 0.0), simple, rtol=1e-12)     # L_simple alone
     np.testing.assert_allclose(loss("hybrid", lam), simple + lam * 30 * bound, rtol=1e-10)
+
+
+def test_t_is_uniform_over_every_index_including_the_decoders():
+    """Ho et al. 2020, Alg. 1, line 3: t ~ Uniform({1, …, T}), 0-based {0, …, T-1}. Each of the
+    T = 5 indices gets 1/5 of n = 20000 draws within 5 standard errors √(p(1-p)/n) = 0.0028;
+    index 0 (the decoder's L_0) and T-1 included."""
+    d = GaussianDiffusion(get_beta_schedule("linear", 5, beta_start=1e-3, beta_end=0.2))
+    seen = []
+
+    def model(x_t, t):
+        seen.append(t.copy())
+        return x_t * 0.0
+    n = 20000
+    d.training_losses(model, np.zeros((n, 1), dtype=np.float32))
+    freq = np.bincount(seen[0], minlength=5) / n
+    assert freq.shape == (5,) and np.abs(freq - 0.2).max() < 5 * math.sqrt(0.2 * 0.8 / n), freq
