@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 
-MARK = ".minidiff-run"               # written first into a folder minidiff makes its own
+MARK = ".minidiff-run"              # written first into a folder minidiff makes its own
 MARK_TEXT = "a minidiff run folder: --overwrite replaces only the files minidiff wrote here\n"
 LOCK = ".lock"                      # flock'ed by the trainer; holds its PID for the message
 PREVIOUS = ".previous"              # the old run, whole, while a new run overwrites it
@@ -90,10 +90,13 @@ def ours(folder):
     if os.path.isfile(os.path.join(folder, MARK)):
         return True
     old = _old_checkpoints(folder)
+    if not old:
+        return False
     try:
-        return bool(old) and load_checkpoint(old[0]) is not None
+        load_checkpoint(old[0])
     except (ValueError, OSError):
         return False
+    return True
 
 
 # ------------------------------------------------------------------------------ the lock
@@ -146,8 +149,8 @@ def write_atomic(path, data):
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP}{os.getpid()}-", suffix=suffix, dir=folder)
     try:
-        os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 -> the mode any tool gives (0644)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~umask())     # mkstemp's 0600 -> any tool's mode (0644)
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())        # the bytes are on disk before the name points at them

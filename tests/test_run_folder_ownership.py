@@ -309,3 +309,18 @@ def test_files_get_the_umasks_mode_like_any_tools(tmp_path, mask):
     assert {"checkpoint.npz", "log.csv", "config.json", "loss.png", "samples.png",
             ".lock", ".minidiff-run"} <= set(modes), modes
     assert modes == {n: oct(0o666 & ~mask) for n in modes}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o027], ids=oct)
+def test_the_umask_is_read_without_changing_it(monkeypatch, mask):
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+    before = os.umask(mask)
+    try:
+        assert rundir.umask() == mask                   # from /proc/self/status
+        with monkeypatch.context() as m:
+            m.setattr(rundir, "open", no_proc, raising=False)
+            assert rundir.umask() == mask               # set and put straight back
+        assert os.umask(mask) == mask                   # and it is still the same
+    finally:
+        os.umask(before)
