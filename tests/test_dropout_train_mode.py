@@ -32,7 +32,7 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def group_norm(x, groups, gamma, beta, eps=1e-5):
+def group_norm(x, groups, gamma, beta, eps):
     """(B, C, H, W): normalise each (example, group of C/groups channels) (Wu & He 2018)."""
     B, C, H, W = x.shape
     g = x.reshape(B, groups, -1)
@@ -57,11 +57,11 @@ def conv2d(x, w, b, pad):
 def resblock_by_hand(m, x, temb, p):
     """Ho et al.'s resnet_block with dropout p, the mask drawn where they apply it."""
     par = {name: t.data for name, t in m.named_parameters()}
-    groups = m.norm1.num_groups
-    h = silu(group_norm(x, groups, par["norm1.weight"], par["norm1.bias"]))
+    groups, eps = m.norm1.num_groups, m.norm1.eps
+    h = silu(group_norm(x, groups, par["norm1.weight"], par["norm1.bias"], eps))
     h = conv2d(h, par["conv1.weight"], par["conv1.bias"], 1)
     h = h + (silu(temb) @ par["temb.weight"].T + par["temb.bias"])[:, :, None, None]
-    h = silu(group_norm(h, groups, par["norm2.weight"], par["norm2.bias"]))
+    h = silu(group_norm(h, groups, par["norm2.weight"], par["norm2.bias"], eps))
     if p > 0:
         h = h * keep_mask(h.shape, p)                                # dropout, before conv2
     h = conv2d(h, par["conv2.weight"], par["conv2.bias"], 1)
@@ -69,13 +69,28 @@ def resblock_by_hand(m, x, temb, p):
     return skip + h
 
 
-def randomize(module, seed):
-    """Every parameter N(0, 0.5²) (conv2 and the output convs start at ~0, which would hide
-    whatever comes before them)."""
+def small_unet(seed):
+    """The smallest U-Net with every kind of block, dropout P, each parameter N(0, 0.5²) (conv2
+    and the output convs start at ~0, which would hide whatever comes before them)."""
+    net = UNet(in_channels=1, image_size=8, base_channels=8, ch_mult=(1, 2), num_res_blocks=1,
+               attn_resolutions=(4,), groups=4, dropout=P, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    for p in module.parameters():
+    for p in net.parameters():
         p.data[...] = 0.5 * rng.standard_normal(p.shape)
-    return module
+    return net
+
+
+def resblock(seed, shortcut):
+    """One of small_unet's ResBlocks: with a 1x1 shortcut (cin != cout) or the identity."""
+    blocks = [m for m in small_unet(seed).modules() if isinstance(m, ResBlock)]
+    return next(m for m in blocks if (m.skip is not None) == (shortcut == "1x1"))
+
+
+def block_inputs(block, seed, size=(5, 4)):
+    """x (2, cin, *size) and temb (2, tdim) for the block."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((2, block.conv1.in_channels) + size),
+            rng.standard_normal((2, block.temb.in_features)))
 
 
 # ---------------------------------------------------------------------------- nn.Dropout
@@ -91,11 +106,10 @@ def test_dropout_layer_in_train_mode_is_x_times_the_seeded_mask():
 
 
 # ---------------------------------------------------------------------------- ResBlock
-@pytest.mark.parametrize("cin, cout", [(4, 8), (8, 8)])      # 1x1 shortcut, identity shortcut
-def test_resblock_in_train_mode_is_ho_et_als_block_with_the_same_mask(cin, cout):
-    block = randomize(ResBlock(cin, cout, tdim=6, groups=4, dropout=P, dtype=np.float64), 1)
-    rng = np.random.default_rng(2)
-    x, temb = rng.standard_normal((2, cin, 5, 4)), rng.standard_normal((2, 6))
+@pytest.mark.parametrize("shortcut", ["1x1", "identity"])
+def test_resblock_in_train_mode_is_ho_et_als_block_with_the_same_mask(shortcut):
+    block = resblock(1, shortcut)
+    x, temb = block_inputs(block, 2)
     minidiff.manual_seed(SEED)
     got = block(Tensor(x), Tensor(temb)).numpy()
     minidiff.manual_seed(SEED)
@@ -107,22 +121,19 @@ def test_resblock_in_train_mode_is_ho_et_als_block_with_the_same_mask(cin, cout)
 def test_resblock_backward_in_train_mode_reuses_the_forward_mask():
     """Backward through dropout applies the forward's mask: central differences of the seeded
     forward (one mask for every evaluation) agree with it."""
-    block = randomize(ResBlock(4, 8, tdim=6, groups=4, dropout=P, dtype=np.float64), 3)
-    rng = np.random.default_rng(4)
+    block = resblock(3, "1x1")
 
     def seeded(x, temb):
         minidiff.manual_seed(SEED)
         return block(x, temb)
-    gradcheck(seeded, rng.standard_normal((2, 4, 3, 3)), rng.standard_normal((2, 6)))
+    gradcheck(seeded, *block_inputs(block, 4, size=(3, 3)))
 
 
 # ---------------------------------------------------------------------------- the U-Net
 def test_unet_in_train_mode_drops_in_every_resblock():
     """The U-Net's output with each ResBlock replaced by the transcription (dropout P, masks
     drawn in the same order) equals its own: p reaches every block, and train() does too."""
-    net = randomize(UNet(in_channels=1, image_size=8, base_channels=8, ch_mult=(1, 2),
-                         num_res_blocks=1, attn_resolutions=(4,), groups=4, dropout=P,
-                         dtype=np.float64), 5)
+    net = small_unet(5)
     rng = np.random.default_rng(6)
     x, t = rng.standard_normal((2, 1, 8, 8)), np.array([3, 17])
     minidiff.manual_seed(SEED)
