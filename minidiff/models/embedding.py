@@ -9,13 +9,15 @@ from .. import functional as F
 from ..tensor import Tensor
 
 
-def _sinusoids(t, dim):
-    """(B, dim) float64 rows [sin(t·f_i), cos(t·f_i)] for a (B,) array t."""
+def _sinusoids(t, dim, flip_sin_to_cos, freq_shift):
+    """(B, dim) float64 rows [sin(t·f_i), cos(t·f_i)] (cos first if flipped) for a (B,) array t."""
     xp = backend.xp()
     half = dim // 2
-    freqs = xp.exp(-math.log(10000.0) * xp.arange(half, dtype=np.float64) / (half - 1))  # (half,)
+    i = xp.arange(half, dtype=np.float64)
+    freqs = xp.exp(-math.log(10000.0) * i / (half - freq_shift))                     # (half,)
     args = t.astype(np.float64)[:, None] * freqs[None, :]                             # (B, half)
-    return xp.concatenate([xp.sin(args), xp.cos(args)], axis=1)                         # (B, dim)
+    pair = [xp.cos(args), xp.sin(args)] if flip_sin_to_cos else [xp.sin(args), xp.cos(args)]
+    return xp.concatenate(pair, axis=1)                                                 # (B, dim)
 
 
 # Integer timesteps repeat (every sampling step embeds one t for the whole batch), so their rows
@@ -23,31 +25,38 @@ def _sinusoids(t, dim):
 _TABLES = {}
 
 
-def _table(dim, dtype, n):
-    key = (dim, np.dtype(dtype).str, backend.get_device())
+def _table(dim, dtype, n, flip_sin_to_cos, freq_shift):
+    key = (dim, np.dtype(dtype).str, backend.get_device(), flip_sin_to_cos, freq_shift)
     table = _TABLES.get(key)
     if table is None or len(table) < n:
         rows = max(n, 1024)
-        table = _sinusoids(backend.xp().arange(rows), dim).astype(dtype)             # (rows, dim)
+        table = _sinusoids(backend.xp().arange(rows), dim, flip_sin_to_cos,
+                           freq_shift).astype(dtype)                                  # (rows, dim)
         _TABLES[key] = table
     return table
 
 
-def timestep_embedding(t, dim, dtype=np.float32):
-    """[sin(t·f_i), cos(t·f_i)] with f_i = 10000^(-i / (dim/2 - 1)), i = 0 … dim/2 - 1.
+def timestep_embedding(t, dim, dtype=np.float32, flip_sin_to_cos=False, freq_shift=1):
+    """[sin(t·f_i), cos(t·f_i)] with f_i = 10000^(-i / (dim/2 - freq_shift)), i = 0 … dim/2 - 1.
 
+    The defaults are Ho et al.'s `get_timestep_embedding` (sin first, i / (dim/2 - 1)), which is
+    diffusers' flip_sin_to_cos=False, freq_shift=1; diffusers' own default puts cos first and
+    divides by dim/2 (flip_sin_to_cos=True, freq_shift=0).
     t: (B,) integer (or float) timesteps, 0-based as everywhere in minidiff. Returns a constant
     (B, dim) Tensor: no gradient flows into t.
     """
     if dim % 2 != 0 or dim < 4:
         raise ValueError(f"timestep_embedding: dim must be even and >= 4, got {dim}")
+    if freq_shift not in (0, 1):
+        raise ValueError(f"timestep_embedding: freq_shift must be 0 or 1, got {freq_shift!r}")
     xp = backend.xp()
     t = xp.asarray(t)
     if t.ndim != 1:
         raise ValueError(f"timestep_embedding: t must be 1-d (B,), got shape {t.shape}")
     if t.dtype.kind in "iu" and t.size and int(t.min()) >= 0:
-        return Tensor(_table(dim, dtype, int(t.max()) + 1)[t])                        # (B, dim)
-    return Tensor(_sinusoids(t, dim).astype(dtype))                                   # (B, dim)
+        table = _table(dim, dtype, int(t.max()) + 1, bool(flip_sin_to_cos), freq_shift)
+        return Tensor(table[t])                                                       # (B, dim)
+    return Tensor(_sinusoids(t, dim, flip_sin_to_cos, freq_shift).astype(dtype))      # (B, dim)
 
 
 def positional_encoding(x, levels):

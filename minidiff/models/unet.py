@@ -6,6 +6,12 @@
     --> up path: per level, num_res_blocks + 1 ResBlocks, each eating one concatenated skip,
     then nearest x2 + conv (not after the first level) --> GroupNorm, SiLU, conv_out
 
+Two details follow Ho et al.'s TensorFlow code only when asked (the `cifar10` preset does):
+downsample_padding="same" pads a stride-2 conv's input by 0 before and 1 after, as TF's SAME
+padding does for an even size (diffusers' downsample_padding=0); "symmetric" pads 1 on every
+side, which samples the grid half a pixel further up and left. norm_eps is GroupNorm's ε
+(1e-6 in Ho et al.'s `normalize`; 1e-5 is PyTorch's default).
+
 The timestep enters every ResBlock through the embedding MLP. Output convs start at zero
 (Ho et al. use init_scale=0 for them), so an untrained network predicts 0. With
 learn_sigma=True conv_out gives 2C channels: the prediction, then v, which sets log σ_t²
@@ -13,34 +19,40 @@ between log β̃_t and log β_t (Nichol & Dhariwal 2021, Eq. 15); at 0, halfway 
 """
 import numpy as np
 
+from .. import backend
 from .. import functional as F
 from ..functional.attention import attention
 from ..functional.conv import upsample_nearest2d
 from ..nn import Conv2d, Dropout, GroupNorm, GroupNormSiLU, Linear, Module
+from ..tensor import Tensor
+from ..validate import check_choice, check_number
 from .embedding import timestep_embedding
 
-# Presets. `tiny` and `small` are the benchmark's PyTorch reference configurations; `cifar10` is
-# Ho et al.'s 35.7M-parameter CIFAR-10 model (ch=128, ch_mult=(1, 2, 2, 2), 2 res blocks,
-# attention at 16x16, dropout 0.1).
+# Presets. `tiny` and `small` are the benchmark's PyTorch reference configurations (its twin,
+# benchmarks/mnist_twin.py, pads 1 and uses ε = 1e-5: the defaults); `cifar10` is Ho et al.'s
+# 35.7M-parameter CIFAR-10 model (ch=128, ch_mult=(1, 2, 2, 2), 2 res blocks, attention at
+# 16x16, dropout 0.1, SAME padding, ε = 1e-6): google/ddpm-cifar10-32's weights fit it.
 PRESETS = {
     "tiny": dict(in_channels=1, image_size=16, base_channels=32, ch_mult=(1, 2),
                  num_res_blocks=1, attn_resolutions=(8,), groups=8, dropout=0.0),
     "small": dict(in_channels=3, image_size=32, base_channels=64, ch_mult=(1, 2, 2),
                   num_res_blocks=2, attn_resolutions=(16,), groups=8, dropout=0.0),
     "cifar10": dict(in_channels=3, image_size=32, base_channels=128, ch_mult=(1, 2, 2, 2),
-                    num_res_blocks=2, attn_resolutions=(16,), groups=32, dropout=0.1),
+                    num_res_blocks=2, attn_resolutions=(16,), groups=32, dropout=0.1,
+                    downsample_padding="same", norm_eps=1e-6),
 }
+DOWNSAMPLE_PADDINGS = ("symmetric", "same")
 
 
 class ResBlock(Module):
     """GN -> SiLU -> conv -> + Dense(SiLU(temb)) -> GN -> SiLU -> dropout -> conv, + shortcut."""
 
-    def __init__(self, cin, cout, tdim, groups, dropout, dtype):
+    def __init__(self, cin, cout, tdim, groups, eps, dropout, dtype):
         super().__init__()
-        self.norm1 = GroupNormSiLU(groups, cin, dtype=dtype)
+        self.norm1 = GroupNormSiLU(groups, cin, eps=eps, dtype=dtype)
         self.conv1 = Conv2d(cin, cout, 3, padding=1, dtype=dtype)
         self.temb = Linear(tdim, cout, dtype=dtype)
-        self.norm2 = GroupNormSiLU(groups, cout, dtype=dtype)
+        self.norm2 = GroupNormSiLU(groups, cout, eps=eps, dtype=dtype)
         self.dropout = Dropout(dropout)
         self.conv2 = Conv2d(cout, cout, 3, padding=1, init_scale=0.0, dtype=dtype)
         # 1x1 "NIN" shortcut when the channel count changes (Ho et al.'s nin_shortcut)
@@ -56,11 +68,12 @@ class ResBlock(Module):
 
 
 class AttnBlock(Module):
-    """Single-head self-attention over the H*W positions, with a residual connection."""
+    """Single-head self-attention over the H*W positions, with a residual connection. The scores
+    are scaled by 1/√C (Ho et al.'s `attn_block`; diffusers' one head of dim C)."""
 
-    def __init__(self, ch, groups, dtype):
+    def __init__(self, ch, groups, eps, dtype):
         super().__init__()
-        self.norm = GroupNorm(groups, ch, dtype=dtype)
+        self.norm = GroupNorm(groups, ch, eps=eps, dtype=dtype)
         # Ho et al.'s q, k and v NIN layers, fused. Each is a C -> C layer there, with variance
         # 1/fan_avg = 1/C; one C -> 3C layer would get 2/(4C), so init_scale 2 restores 1/C.
         self.qkv = Conv2d(ch, 3 * ch, 1, init_scale=2.0, dtype=dtype)
@@ -73,13 +86,23 @@ class AttnBlock(Module):
         return x + self.proj(F.reshape(h, (B, C, H, W)))
 
 
+def pad_after(x):
+    """One row and one column of zeros after the last: TF's SAME padding of a 3x3, stride-2
+    conv on an even size (0 before, 1 after). (B, C, H, W) -> (B, C, H+1, W+1)."""
+    B, C, H, W = x.shape
+    xp = backend.xp()
+    x = F.concat([x, Tensor(xp.zeros((B, C, 1, W), dtype=x.dtype))], axis=2)  # (B, C, H+1, W)
+    return F.concat([x, Tensor(xp.zeros((B, C, H + 1, 1), dtype=x.dtype))], axis=3)
+
+
 class Downsample(Module):
-    def __init__(self, ch, dtype):
+    def __init__(self, ch, padding, dtype):
         super().__init__()
-        self.conv = Conv2d(ch, ch, 3, stride=2, padding=1, dtype=dtype)
+        self.same = padding == "same"
+        self.conv = Conv2d(ch, ch, 3, stride=2, padding=0 if self.same else 1, dtype=dtype)
 
     def forward(self, x):                                       # (B, C, H, W) -> (B, C, H/2, W/2)
-        return self.conv(x)
+        return self.conv(pad_after(x) if self.same else x)
 
 
 class Upsample(Module):
@@ -94,9 +117,13 @@ class Upsample(Module):
 class UNet(Module):
     def __init__(self, in_channels=3, image_size=32, base_channels=64, ch_mult=(1, 2, 2),
                  num_res_blocks=2, attn_resolutions=(16,), groups=8, dropout=0.0,
-                 learn_sigma=False, dtype=np.float32):
+                 learn_sigma=False, downsample_padding="symmetric", norm_eps=1e-5,
+                 flip_sin_to_cos=False, freq_shift=1, dtype=np.float32):
         super().__init__()
         ch, tdim = base_channels, 4 * base_channels
+        check_choice("UNet: downsample_padding", downsample_padding, DOWNSAMPLE_PADDINGS)
+        eps = check_number("UNet: norm_eps", norm_eps, 0, 1, lo_open=True)
+        check_choice("UNet: freq_shift", freq_shift, (0, 1))
         if ch % groups or any((ch * m) % groups for m in ch_mult):
             raise ValueError(f"UNet: every channel count ({ch} x {tuple(ch_mult)}) must be "
                              f"divisible by groups={groups}")
@@ -106,7 +133,9 @@ class UNet(Module):
         self.config = dict(in_channels=in_channels, image_size=image_size,
                            base_channels=base_channels, ch_mult=tuple(ch_mult),
                            num_res_blocks=num_res_blocks, attn_resolutions=tuple(attn_resolutions),
-                           groups=groups, dropout=dropout, learn_sigma=bool(learn_sigma))
+                           groups=groups, dropout=dropout, learn_sigma=bool(learn_sigma),
+                           downsample_padding=downsample_padding, norm_eps=eps,
+                           flip_sin_to_cos=bool(flip_sin_to_cos), freq_shift=freq_shift)
         self.in_channels, self.image_size, self.base, self.dtype = (in_channels, image_size, ch,
                                                                     dtype)
         # timestep embedding MLP: sinusoid(ch) -> Dense(4ch) -> SiLU -> Dense(4ch)
@@ -119,35 +148,35 @@ class UNet(Module):
         self.down, skips, cur, res = [], [ch], ch, image_size
         for level, mult in enumerate(ch_mult):
             for _ in range(num_res_blocks):
-                self.down.append(ResBlock(cur, ch * mult, tdim, groups, dropout, dtype))
+                self.down.append(ResBlock(cur, ch * mult, tdim, groups, eps, dropout, dtype))
                 cur = ch * mult
                 if res in attn_resolutions:
-                    self.down.append(AttnBlock(cur, groups, dtype))
+                    self.down.append(AttnBlock(cur, groups, eps, dtype))
                 skips.append(cur)
             if level != len(ch_mult) - 1:
-                self.down.append(Downsample(cur, dtype))
+                self.down.append(Downsample(cur, downsample_padding, dtype))
                 skips.append(cur)
                 res //= 2
 
-        self.mid1 = ResBlock(cur, cur, tdim, groups, dropout, dtype)
-        self.mid_attn = AttnBlock(cur, groups, dtype)
-        self.mid2 = ResBlock(cur, cur, tdim, groups, dropout, dtype)
+        self.mid1 = ResBlock(cur, cur, tdim, groups, eps, dropout, dtype)
+        self.mid_attn = AttnBlock(cur, groups, eps, dtype)
+        self.mid2 = ResBlock(cur, cur, tdim, groups, eps, dropout, dtype)
 
         # Up path: num_res_blocks + 1 ResBlocks per level, each on [h, skip] concatenated.
         self.up = []
         for level, mult in reversed(list(enumerate(ch_mult))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(ResBlock(cur + skips.pop(), ch * mult, tdim, groups, dropout,
+                self.up.append(ResBlock(cur + skips.pop(), ch * mult, tdim, groups, eps, dropout,
                                         dtype))
                 cur = ch * mult
                 if res in attn_resolutions:
-                    self.up.append(AttnBlock(cur, groups, dtype))
+                    self.up.append(AttnBlock(cur, groups, eps, dtype))
             if level != 0:
                 self.up.append(Upsample(cur, dtype))
                 res *= 2
         assert not skips, "every skip connection is consumed"
 
-        self.norm_out = GroupNormSiLU(groups, cur, dtype=dtype)
+        self.norm_out = GroupNormSiLU(groups, cur, eps=eps, dtype=dtype)
         out_channels = in_channels * (2 if learn_sigma else 1)     # 2C: + v of the variance
         self.conv_out = Conv2d(cur, out_channels, 3, padding=1, init_scale=0.0, dtype=dtype)
 
@@ -157,7 +186,8 @@ class UNet(Module):
                              f"{self.image_size}), got {x.shape}")
         if len(t) != x.shape[0]:
             raise ValueError(f"UNet: t has {len(t)} entries for a batch of {x.shape[0]}")
-        temb = timestep_embedding(t, self.base, self.dtype)     # (B, ch)
+        temb = timestep_embedding(t, self.base, self.dtype, self.config["flip_sin_to_cos"],
+                                  self.config["freq_shift"])    # (B, ch)
         temb = self.temb1(F.silu(self.temb0(temb)))             # (B, 4ch)
 
         hs = [self.conv_in(x)]                                  # (B, ch, H, W)
