@@ -3,21 +3,38 @@ atomically (temp file, fsync, rename), so a crash mid-write never harms the last
 
     save_checkpoint("run/ckpt.npz", {"model.conv_in.weight": w, ...}, {"step": 100, ...})
     arrays, meta = load_checkpoint("run/ckpt.npz")
-    check_like(path, arrays, meta, template_arrays, template_meta)   # before trusting them
+    arrays, meta = load_checkpoint(path, limit=lambda path, meta: n)   # n bytes of arrays
+    check_like(path, arrays, meta, template_arrays, template_meta)     # before trusting them
+
+Loading is bounded before it allocates, whatever the file claims: through one open file,
+    1. the file's size against MAX_BYTES, and its first 4 bytes (a zip's), nothing else read;
+    2. the zip directory, its entries and their .npy headers, against each other and the
+       file's size (minidiff/npzread.py: numeric dtypes, exact sizes, no zip bombs);
+    3. the metadata: at most MAX_META bytes of JSON, nested at most MAX_DEPTH deep;
+    4. the arrays' total against limit(path, meta), the most a checkpoint of that run can
+       hold (train.checkpoint_limit derives it from the model), and the file's size too;
+    5. only then the arrays, in pieces, each CRC-checked.
+A refused file costs at most ~20 MB (1 MiB of metadata parsed) and well under a second,
+and gets one line naming it.
 """
+import contextlib
 import io
 import json
 import math
 import os
-import zipfile
+import re
 
 import numpy as np
 
+from .npzread import NUMERIC, Npz
 from .rundir import write_atomic
 
 FORMAT = "minidiff-checkpoint-v1"
+MAX_BYTES = 4 * 2**30       # arrays and file, when the caller knows no tighter limit
+MAX_META = 2**20            # bytes of metadata JSON (a run's is a few KB)
+MAX_DEPTH = 32              # how deeply the metadata may nest (a run's: 4 levels)
+_SLACK = 8 * 2**20          # a file's bytes beyond its arrays: metadata, zip and .npy records
 _META_KEY = "__meta__"
-_ZIP_MAGIC = b"PK\x03\x04"          # an .npz is a zip archive
 
 
 def save_checkpoint(path, arrays, meta):
@@ -25,9 +42,13 @@ def save_checkpoint(path, arrays, meta):
     for name in arrays:
         if name == _META_KEY or not isinstance(name, str):
             raise ValueError(f"save_checkpoint: invalid array name {name!r}")
-        if np.asarray(arrays[name]).dtype.hasobject:
+        dtype = np.asarray(arrays[name]).dtype
+        if dtype.hasobject:
             raise ValueError(f"save_checkpoint: array {name!r} holds Python objects; only "
                              f"numeric arrays are saved (no pickle)")
+        if dtype.kind not in NUMERIC or dtype.subdtype is not None:
+            raise ValueError(f"save_checkpoint: array {name!r} has dtype {dtype}; only numeric "
+                             "arrays are saved (load_checkpoint reads no others)")
     meta = {"format": FORMAT, **meta}
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
@@ -36,42 +57,93 @@ def save_checkpoint(path, arrays, meta):
     write_atomic(path, buf.getbuffer())
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, limit=None):
     """(arrays, meta) from a file written by save_checkpoint. Never unpickles anything.
-    The whole file is read through one open, so a checkpoint replaced meanwhile by a running
-    trainer is seen whole: the old one or the new one."""
+    `limit(path, meta)`: the most bytes the arrays may take (default MAX_BYTES), asked once
+    the metadata is read and before any array is. The whole file is read through one open,
+    so a checkpoint replaced meanwhile by a running trainer is seen whole: old or new."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path}")
-    not_ours = f"load_checkpoint: {path} is not a readable minidiff checkpoint"
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:4] != _ZIP_MAGIC:
-        raise ValueError(f"{not_ours} (not an .npz archive)")
-    arrays = {}
+        size = os.fstat(f.fileno()).st_size
+        _check_size(path, size, MAX_BYTES)
+        with _unreadable(path):
+            npz = Npz(f, size)
+        meta = _parse_meta(path, _read_meta(path, npz))
+        max_bytes = MAX_BYTES if limit is None else limit(path, meta)
+        keys = [k for k in npz.members if k != _META_KEY]
+        _check_size(path, size, max_bytes, sum(npz.members[k].nbytes for k in keys))
+        with _unreadable(path):
+            return {k: npz.read(k) for k in keys}, meta
+
+
+def _not_ours(path, why):
+    return ValueError(f"load_checkpoint: {path} is not a readable minidiff checkpoint ({why}). "
+                      "Nothing was loaded")
+
+
+@contextlib.contextmanager
+def _unreadable(path):
+    """A malformed file's one-line error (npzread's), naming the file."""
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            for k in z.files:
-                arrays[k] = z[k]
+        yield
     except ValueError as e:
-        if "allow_pickle" in str(e) or "pickle" in str(e):   # an object array: never unpickled
-            raise ValueError(f"{not_ours} (an array holds pickled Python objects, which "
-                             "minidiff never loads)") from None
-        raise ValueError(f"{not_ours} ({type(e).__name__}: {e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise ValueError(f"{not_ours} ({type(e).__name__}: {e})") from None
-    if _META_KEY not in arrays:
-        raise ValueError(f"load_checkpoint: {path} has no metadata; not a minidiff checkpoint")
+        raise _not_ours(path, e) from None
+
+
+def _check_size(path, size, max_bytes, arrays=0):
+    """The file, and the bytes of arrays it declares, within this load's limit."""
+    if size > max_bytes + _SLACK:
+        raise ValueError(f"load_checkpoint: {path} is {size} bytes, over this load's limit of "
+                         f"{max_bytes} bytes of arrays + {_SLACK} of records. Nothing was loaded")
+    if arrays > max_bytes:
+        raise ValueError(f"load_checkpoint: {path} declares {arrays} bytes of arrays, over this "
+                         f"load's limit of {max_bytes} (for a run: what its model's checkpoint "
+                         "can hold). Nothing was loaded")
+
+
+def _read_meta(path, npz):
+    """The metadata's bytes: a 1-D uint8 array of at most MAX_META bytes."""
+    m = npz.members.get(_META_KEY)
+    if m is None:
+        raise ValueError(f"load_checkpoint: {path} has no metadata; not a minidiff checkpoint. "
+                         "Nothing was loaded")
+    if m.dtype != np.uint8 or len(m.shape) != 1 or m.nbytes > MAX_META:
+        raise _not_ours(path, f"its metadata is {str(m.shape):.40} {m.dtype}, not a string of "
+                        f"at most {MAX_META} bytes")
+    with _unreadable(path):
+        return npz.read(_META_KEY).tobytes()
+
+
+def _parse_meta(path, blob):
+    """The metadata's JSON object, nested at most MAX_DEPTH deep."""
     try:
-        meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+        text = blob.decode("utf-8")
+        meta = json.loads(text)
+    except RecursionError:                  # deeper than the parser goes
+        raise _not_ours(path, f"its metadata nests more than {MAX_DEPTH} levels deep") from None
     except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{not_ours} (its metadata is not JSON: {e})") from None
+        raise _not_ours(path, f"its metadata is not JSON: {' '.join(str(e).split()):.120}") \
+            from None
+    if _depth(text) > MAX_DEPTH:
+        raise _not_ours(path, f"its metadata nests more than {MAX_DEPTH} levels deep")
     if not isinstance(meta, dict):
-        raise ValueError(f"{not_ours} (its metadata is a JSON {type(meta).__name__}, not an "
-                         "object)")
+        raise _not_ours(path, f"its metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {path} has format {meta.get('format')!r}, "
-                         f"expected {FORMAT!r}")
-    return arrays, meta
+        raise ValueError(f"load_checkpoint: {path} has format {meta.get('format')!r:.80}, "
+                         f"expected {FORMAT!r}. Nothing was loaded")
+    return meta
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')       # a JSON string, escapes and all
+
+
+def _depth(text):
+    """How deeply lists and objects nest in valid JSON text: the deepest running count of
+    brackets, once the strings (which may hold brackets) are taken out. No recursion."""
+    bare = np.frombuffer(_STRING.sub("", text).encode(), np.uint8)        # (n,)
+    steps = np.isin(bare, list(b"[{")).astype(np.int32) - np.isin(bare, list(b"]}"))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 # ------------------------------------------------------------------------------ trust nothing

@@ -11,7 +11,7 @@ other, before anything changes.
 """
 import numpy as np
 
-from . import backend, distributed
+from . import backend, distributed, memory
 from .checkpoint import check_like
 from .config import TrainConfig
 
@@ -59,6 +59,13 @@ def saved_config(path, meta):
         return TrainConfig.from_json(saved).validate()
     except (ValueError, TypeError) as e:
         refuse(path, "meta.config", str(e))
+
+
+def checkpoint_limit(path, meta):
+    """load_checkpoint's limit for a run: the most bytes of arrays a checkpoint of the model
+    its config describes holds. Each parameter (counted, not built: memory.py) 4 times, the
+    weights, the EMA's, Adam's m and v (state() above), in float64 at most; 1 MiB to spare."""
+    return 4 * 8 * memory.footprint(saved_config(path, meta)).params + 2**20
 
 
 def restore(t, path, arrays, meta, restore_rng):

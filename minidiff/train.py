@@ -163,8 +163,8 @@ class Trainer:
             print(note, flush=True)                  # files moved: said even when quiet
         if os.path.isdir(path):
             path = os.path.join(path, "checkpoint.npz")
-        arrays, meta = load_checkpoint(path)         # one read: a whole checkpoint, even if a
-        cfg = run_state.saved_config(path, meta)     # running trainer replaces it meanwhile
+        arrays, meta = load_checkpoint(path, limit=run_state.checkpoint_limit)   # one read:
+        cfg = run_state.saved_config(path, meta)     # a whole checkpoint, even if replaced
         cfg.out_dir = os.path.dirname(os.path.abspath(path))
         self = cls.__new__(cls)
         self.quiet, self._lock = quiet, None        # reading takes no lock
@@ -314,7 +314,7 @@ class Trainer:
 
     def load(self, path, restore_rng=True):
         """Restore a checkpoint, checked whole first (minidiff/run_state.py)."""
-        arrays, meta = load_checkpoint(path)
+        arrays, meta = load_checkpoint(path, limit=run_state.checkpoint_limit)
         run_state.restore(self, path, arrays, meta, restore_rng)
 
     def read_log(self):
