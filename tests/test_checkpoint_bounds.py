@@ -165,15 +165,21 @@ def test_a_deflate_bomb_is_refused_before_it_inflates(tmp_path):
     assert_refused_cheaply(path, f"load_checkpoint({str(path)!r})", "(a zip bomb?)")
 
 
-@pytest.mark.parametrize("head, gib, match", [
-    (b"", 3, "not an .npz archive"),
-    (b"PK\x03\x04", 5, "over this load's limit"),                # over MAX_BYTES
+DIRECTORY_OF_2_GIB = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, 2**31, 4, 0)
+
+
+@pytest.mark.parametrize("head, tail, gib, match", [
+    (b"", b"", 3, "not an .npz archive"),
+    (b"PK\x03\x04", b"", 5, "over this load's limit"),          # over MAX_BYTES
+    (b"PK\x03\x04", DIRECTORY_OF_2_GIB, 3, "its zip directory claims 2147483648 bytes"),
 ])
-def test_a_huge_file_is_refused_without_reading_it(tmp_path, head, gib, match):
+def test_a_huge_file_is_refused_without_reading_it(tmp_path, head, tail, gib, match):
     path = tmp_path / "huge.npz"
     with open(path, "wb") as f:
         f.write(head)
-        f.truncate(gib * 2**30)                                  # sparse: no disk
+        f.truncate(gib * 2**30 - len(tail))                      # sparse: no disk
+        f.seek(0, 2)
+        f.write(tail)
     assert os.path.getsize(path) == gib * 2**30 and os.stat(path).st_blocks * 512 < MB
     assert_refused_cheaply(path, f"load_checkpoint({str(path)!r})", match)
 
