@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minidiff import rundir
-from minidiff.checkpoint import load_checkpoint
 from minidiff.cli import main
 from minidiff.runlog import LOG_HEADER, open_log, read_log_rows
 from minidiff.train import Trainer
@@ -252,14 +251,14 @@ def test_sigterm_during_an_overwrite_puts_the_old_run_back_in_one_line(tmp_path)
 # ------------------------------------------------------------------------------ log.csv
 def test_a_non_utf8_byte_in_log_csv_drops_that_row_names_the_file_and_resumes(tmp_path,
                                                                              capsys):
+    Trainer(tiny(tmp_path, steps=6, ckpt_every=6), quiet=True).run(final_samples=False)
     out = tmp_path / "run"
-    main(["train", *cli_args({**TINY, "steps": 6, "ckpt_every": 6}), "--quiet",
-          "--out-dir", str(out)])
     raw = (out / "log.csv").read_bytes()
     at = raw.index(b"\n3,") + 3                      # the loss of step 3 (line 4)
     (out / "log.csv").write_bytes(raw[:at] + b"\xff" + raw[at + 1:])
-    main(["train", *cli_args({**TINY, "steps": 8, "ckpt_every": 8}), "--resume",
-          "--out-dir", str(out)])
+    t = Trainer(tiny(tmp_path, steps=8, ckpt_every=8), resume=True)
+    assert t.step == 6
+    t.run(final_samples=False)
     said = capsys.readouterr().out
     assert f"{out / 'log.csv'}: dropped 1 damaged line(s), not rows of numbers in UTF-8 " \
            "(line 4); the other rows are kept" in said, said
