@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 
-from . import backend, cli_pretrained, demo, distributed, gpucheck
+from . import backend, cli_pretrained, demo, distributed, gpucheck, memory
 from .cli_common import (add_common, add_config_flags, describe, fail, flagged, float_in,
-                         image_outputs, int_at_least, os_failure, scatter_outputs, set_device,
-                         set_threads)
+                         image_outputs, int_at_least, os_failure, png_path, refuse_unless_fits,
+                         sample_in_batches, scatter_outputs, set_device, set_threads)
 from .config import TrainConfig
 from .datakinds import DATA_KINDS
 from .diffusion import calc_bpd_loop
@@ -46,6 +46,7 @@ def cmd_train(args):
         args.parser.error(flagged(str(e)))
     set_device(args)
     set_threads(args, cfg.model == "mlp")
+    refuse_unless_fits(memory.train_step_bytes(cfg), "one training step", *memory.train_flags(cfg))
     try:
         trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
         t0 = time.perf_counter()
@@ -85,15 +86,17 @@ def cmd_sample(args):
                           f"got {args.ddim_steps}")
     backend.manual_seed(args.seed)
     n = args.n or trainer.kind.n_pictured
-    out = args.out or os.path.join(cfg.out_dir, "sample.png")
-    if not out.lower().endswith(".png"):
-        args.parser.error(f"--out: must be a .png path, got {out!r}")
+    out = png_path("--out", os.path.join(cfg.out_dir, "sample.png") if args.out is None else
+                   args.out)
     gif = out[:-4] + ".gif" if args.gif else None
     frames = args.frames if args.gif else 0
+    refuse_unless_fits(memory.sample_bytes(cfg, n, frames), "the samples and their picture",
+                       f"--n {n}" + (f" with --gif --frames {frames}" if gif else ""),
+                       "a smaller --n" + (" or fewer --frames" if gif else ""))
     t0 = time.perf_counter()
-    x, trajectory = trainer.sample(n, use_ema=not args.no_ema, sampler=args.sampler,
-                                   variance=args.variance, ddim_steps=args.ddim_steps,
-                                   eta=args.eta, frames=frames)
+    x, trajectory = sample_in_batches(trainer, n, args.seed, use_ema=not args.no_ema,
+                                      sampler=args.sampler, variance=args.variance,
+                                      ddim_steps=args.ddim_steps, eta=args.eta, frames=frames)
     dt = time.perf_counter() - t0
     how = (f"DDIM, {args.ddim_steps} steps, eta {args.eta:g}" if args.sampler == "ddim" else
            f"ancestral, {cfg.timesteps} steps, {args.variance or cfg.variance}")
@@ -102,7 +105,9 @@ def cmd_sample(args):
           + (f", {gif}" if gif else ""))
     if not trainer.kind.images:
         scatter_outputs(trainer, x, trajectory, out, gif, f"{cfg.data}: {how}")
-        print(format_distances(distances_2d(x, cfg)))
+        first = f"the first {memory.DISTANCE_POINTS} samples: " if n > memory.DISTANCE_POINTS \
+            else ""                                     # MMD's n x n kernels stay small
+        print(first + format_distances(distances_2d(x[:memory.DISTANCE_POINTS], cfg)))
     else:
         image_outputs(x, trajectory, out, gif)
 
@@ -128,6 +133,10 @@ def cmd_nll(args):
     except (ValueError, OSError, ImportError) as e:
         fail(f"--data-path: {describe(e) if isinstance(e, OSError) else e}")
     x = x[:args.n]
+    batch = min(args.batch_size, len(x))
+    refuse_unless_fits(memory.nll_bytes(cfg, len(x), batch, cfg.timesteps), "the bound",
+                       f"--batch-size {batch} on {len(x)} images (--n) at T = {cfg.timesteps}",
+                       "a smaller --batch-size or --n")
     backend.manual_seed(args.seed)
     results = []
     t0 = time.perf_counter()
@@ -186,21 +195,23 @@ def build_parser():
                    default=None,
                    help="sigma_t^2 for ancestral sampling: fixed_large (beta_t) or "
                         "fixed_small (beta~_t) (default: the run's)")
-    p.add_argument("--ddim-steps", type=int_at_least(1), default=50,
+    p.add_argument("--ddim-steps", type=int_at_least(1, 100_000), default=50,
                    help="number of DDIM steps, at most T (default: 50)")
     p.add_argument("--eta", type=float_in(0), default=0.0,
                    help="DDIM's eta: 0 deterministic, 1 like DDPM (default: 0)")
-    p.add_argument("--n", type=int_at_least(2), default=None,
-                   help="number of samples (default: 2000 points, or 64 images)")
+    p.add_argument("--n", type=int_at_least(2, 10**9), default=None,
+                   help="number of samples, drawn in batches of bounded memory (default: 2000 "
+                        "points, or 64 images)")
     p.add_argument("--no-ema", action="store_true",
                    help="sample with the raw weights instead of the EMA weights")
     p.add_argument("--gif", action="store_true",
                    help="also write a GIF of the reverse process next to --out")
-    p.add_argument("--frames", type=int_at_least(2), default=50,
+    p.add_argument("--frames", type=int_at_least(2, 1000), default=50,
                    help="about this many GIF frames (default: 50)")
     p.add_argument("--out", default=None,
                    help="the PNG to write (default: RUN/sample.png; the GIF takes its name)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="sampling seed (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0,
+                   help="sampling seed (default: 0)")
     add_common(p)
     p.set_defaults(func=cmd_sample, parser=p)
 
@@ -214,12 +225,12 @@ def build_parser():
     cli_pretrained.add_data_flag(p)
     p.add_argument("--data-path", default="",
                    help="held-out images for an idx (IDX file) or folder run")
-    p.add_argument("--n", type=int_at_least(1), default=360,
+    p.add_argument("--n", type=int_at_least(1, 10**9), default=360,
                    help="use the first N held-out images (default: 360, all digits)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=120,
+    p.add_argument("--batch-size", type=int_at_least(1, 65536), default=120,
                    help="images per pass through the T steps (default: 120)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    p.add_argument("--seed", type=int_at_least(0), default=0,
+    p.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0,
                    help="seed of the noise draws (default: 0)")
     add_common(p)
     p.set_defaults(func=cmd_nll, parser=p)

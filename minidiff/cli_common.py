@@ -1,7 +1,7 @@
 """What every minidiff command shares: argument types that name what they allow, the device
 and thread flags, one-line failures, and the pictures a command writes.
 
-    p.add_argument("--n", type=int_at_least(2))          # "--n: must be an int >= 2, got '1'"
+    p.add_argument("--n", type=int_at_least(2, 10**9))   # "--n: must be an int in [2, ...]"
     fail("--run runs/x: no checkpoint")                   # one line on stderr, exit status 1
 
 cli.py (train, sample, nll), demo.py and gpucheck.py all import from here, and from nowhere
@@ -15,21 +15,26 @@ import sys
 
 import numpy as np
 
-from . import backend, distributed, viz
+from . import backend, distributed, memory, viz
 from .config import TrainConfig
 
 # ------------------------------------------------------------------------------ argument types
 
 
-def int_at_least(lo, hi=None):
-    allowed = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
+INT_FLAG_MAX = 2**31 - 1           # an int flag without a bound of its own stops here
+
+
+def int_at_least(lo, hi=INT_FLAG_MAX):
+    """An int flag in [lo, hi]: every int flag has an upper bound, so no value overflows what
+    it sizes ("--n: must be an int in [2, 1000000000], got '99999999999999999999'")."""
+    allowed = f"an int in [{lo}, {hi}]"
 
     def parse(s):
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r:.40}") from None
-        if v < lo or (hi is not None and v > hi):
+        if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {s!r:.40}")
         return v
     parse.__name__ = allowed
@@ -99,7 +104,7 @@ def add_common(p, threads_help="BLAS threads; 0 leaves BLAS's default (default: 
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="where to compute: cpu (NumPy) or cuda (CuPy and CUDA kernels) "
                         "(default: $MINIDIFF_DEVICE, else cpu)")
-    p.add_argument("--threads", type=int_at_least(0), default=None, help=threads_help)
+    p.add_argument("--threads", type=int_at_least(0, 1024), default=None, help=threads_help)
 
 
 def set_device(args):
@@ -161,6 +166,58 @@ def os_failure(e, args):
 def fail(msg):
     distributed.launch.report(f"minidiff: error: {msg}")     # N ranks: then the job ends
     sys.exit(1)
+
+
+def png_path(flag_name, path):
+    """A PNG the command may write: a name ending in .png, not a folder, in a folder that
+    exists (the GIF takes its name). Anything else fails in one line naming the flag."""
+    stem, ext = os.path.splitext(os.path.basename(path))
+    if ext.lower() != ".png" or not stem.strip() or stem.startswith("."):
+        fail(f"{flag_name}: must be a file name ending in .png, like samples.png; got {path!r}")
+    if os.path.isdir(path):
+        fail(f"{flag_name} {path}: is a folder; give a .png file name inside it")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        fail(f"{flag_name} {path}: the folder {parent} does not exist; create it first")
+    return path
+
+
+def folder_name(flag_name, path):
+    """An --out-dir: a name that is not empty or blank (the folder may not exist yet)."""
+    if not path.strip():
+        fail(f"{flag_name}: must name a folder, got {path!r}")
+    return path
+
+
+def refuse_unless_fits(terms, task, flags, advice):
+    """fail() in one line when an estimate of minidiff.memory exceeds the free memory."""
+    try:
+        memory.check_fits(terms, task, flags, advice)
+    except ValueError as e:
+        fail(str(e))
+
+
+def sample_in_batches(trainer, n, seed, **kw):
+    """trainer.sample(n, **kw) in batches of memory.sample_batch, whose working memory is
+    bounded whatever n is. Batch 0 draws from the generator as the caller left it, so an n
+    within one batch gives exactly trainer.sample(n)'s points; batch k > 0 draws from the seed
+    sequence (seed, k), so a bigger n has the distribution of one big batch, not its points.
+    Returns (x (n, ...), trajectory), each state of the trajectory joined over the batches;
+    the generator is left as it was found, as trainer.sample leaves it."""
+    size, state = memory.sample_batch(trainer.cfg, n), backend.get_rng_state()
+    xs, paths = [], []
+    for k, b0 in enumerate(range(0, n, size)):
+        if k > 0:
+            backend.manual_seed(int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
+        x, path = trainer.sample(min(size, n - b0), **kw)
+        xs.append(x)
+        paths.append(path)
+    backend.set_rng_state(state)
+    if len(xs) == 1:
+        return xs[0], paths[0]
+    joined = [(s, np.concatenate([p[i][1] for p in paths]))       # state i of every batch
+              for i, (s, _) in enumerate(paths[0])]
+    return np.concatenate(xs), joined
 
 
 def scatter_outputs(trainer, x, trajectory, png, gif, title):

@@ -118,6 +118,8 @@ class TrainConfig:
         value and what is allowed. Returns self."""
         for f in dataclasses.fields(self):
             check_field(f, getattr(self, f.name))
+        if not self.out_dir.strip():
+            raise ValueError(f"out_dir: must name a folder, got {self.out_dir!r}")
         kind = DATA_KINDS[self.data]
         if kind.images and self.model == "mlp":
             raise ValueError(f"model: image data ({self.data}) needs a U-Net preset "
