@@ -84,8 +84,9 @@ def sample(model, diffusion, n, args, clip):
     if args.variance not in (None, diffusion.variance):            # another fixed σ_t²
         d = GaussianDiffusion(diffusion.betas_float64, diffusion.parameterization,
                               variance=args.variance)
-        if diffusion.variance == "learned_range":                  # keep the first C channels
-            net = lambda x_t, t: model(x_t, t)[:, :c]              # noqa: E731
+        if diffusion.variance == "learned_range":
+            def net(x_t, t):                                        # the first C channels:
+                return model(x_t, t)[:, :c]                         # the mean's, not v
     shape = (n, c, size, size)
     if args.sampler == "ddim":
         chain = ddim_sample_loop_progressive(d, net, shape, num_steps=args.ddim_steps,
@@ -183,6 +184,6 @@ def cmd_export(args):
         else:
             with trainer.ema.swapped_in(model):
                 pretrained.save(model, trainer.diffusion, args.to, clip=trainer.kind.clip)
-    except ValueError as e:
-        fail(f"--to {args.to}: {e}" if "exists" in str(e) else f"--run {args.run}: {e}")
+    except ValueError as e:                         # the folder, or what diffusers cannot hold
+        fail(f"--to: {e}" if str(e).startswith(f"{args.to}:") else f"--run {args.run}: {e}")
     print(f"{args.to}: DDPMPipeline ({'raw' if args.no_ema else 'EMA'} weights of {args.run})")

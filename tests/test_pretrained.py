@@ -308,3 +308,15 @@ def test_same_padding_is_zero_before_and_one_after():
     np.testing.assert_allclose(down(Tensor(x)).data, expected, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="downsample_padding"):
         UNet(downsample_padding="valid")
+
+
+@pytest.mark.parametrize("file, key, value", [
+    ("config.json", "flip_sin_to_cos", "no"), ("config.json", "block_out_channels", []),
+    ("config.json", "block_out_channels", [16, 0]), ("config.json", "layers_per_block", 0),
+    ("config.json", "norm_num_groups", 0), ("config.json", "sample_size", 9),
+    ("scheduler_config.json", "clip_sample", 1), ("scheduler_config.json", "trained_betas", 3),
+    ("scheduler_config.json", "beta_end", 1.5)])
+def test_malformed_values_are_refused_naming_the_file(tmp_path, file, key, value):
+    folder = copy_fixture(tmp_path)
+    edit_json(folder / file, **{key: value})
+    one_line_error(folder, file)

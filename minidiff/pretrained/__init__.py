@@ -42,11 +42,15 @@ def load(path, dtype=np.float32):
     diffusion_args = diffusion_kwargs(scheduler, scheduler_file, kwargs["learn_sigma"])
     file = weights_file(unet_dir)
     try:
-        model = UNet(**kwargs, dtype=dtype)
+        diffusion = GaussianDiffusion(**diffusion_args, dtype=dtype)
     except ValueError as e:
+        raise ValueError(f"{scheduler_file or 'DDPMScheduler defaults'}: {e}") from None
+    try:
+        model = UNet(**kwargs, dtype=dtype)
+    except (ValueError, TypeError) as e:
         raise ValueError(f"{unet_file}: {e}") from None
     load_weights(model, file)
-    return model.eval(), GaussianDiffusion(**diffusion_args, dtype=dtype)
+    return model.eval(), diffusion
 
 
 def save(model, diffusion, path, clip=True):

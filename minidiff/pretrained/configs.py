@@ -113,6 +113,8 @@ def check_keys(config, file, known, class_name):
     for key, value in config.items():
         if not key.startswith("_") and key not in known:
             refuse(file, key, value, "a key minidiff does not know, so cannot honour")
+        if isinstance(known.get(key), bool) and not isinstance(value, bool):
+            refuse(file, key, value, "must be true or false")
 
 
 def unet_kwargs(c, file):
@@ -124,6 +126,12 @@ def unet_kwargs(c, file):
     if c["act_fn"] not in ("silu", "swish"):
         refuse(file, "act_fn", c["act_fn"], "minidiff's U-Net uses SiLU (silu/swish) only")
     widths = c["block_out_channels"]
+    if not isinstance(widths, list) or not widths or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        refuse(file, "block_out_channels", widths, "must be a list of positive ints")
+    for key in ("layers_per_block", "norm_num_groups", "in_channels", "out_channels"):
+        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
+            refuse(file, key, c[key], "must be a positive int")
     ch = widths[0]
     if any(w % ch for w in widths):
         refuse(file, "block_out_channels", widths, "each must be a multiple of the first "
@@ -137,10 +145,10 @@ def unet_kwargs(c, file):
     size = c["sample_size"]
     if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
         size = size[0]
-    if not isinstance(size, int) or isinstance(size, bool):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         refuse(file, "sample_size", size, "minidiff's U-Net needs one square image size")
     levels = attention_levels(c, file)
-    heads_ok = c["attention_head_dim"] in (None,) or all(
+    heads_ok = c["attention_head_dim"] is None or all(
         widths[i] == c["attention_head_dim"] for i in levels + [len(widths) - 1])
     if not heads_ok:
         refuse(file, "attention_head_dim", c["attention_head_dim"],
@@ -205,6 +213,8 @@ def betas(c, file):
     """β_1 … β_T in float64 (diffusers computes them in float32)."""
     T, b0, b1 = c["num_train_timesteps"], c["beta_start"], c["beta_end"]
     if c["trained_betas"] is not None:
+        if not isinstance(c["trained_betas"], list):
+            refuse(file, "trained_betas", c["trained_betas"], "must be a list of numbers")
         if len(c["trained_betas"]) != T:
             refuse(file, "trained_betas", f"{len(c['trained_betas'])} values",
                    f"num_train_timesteps is {T}")
