@@ -30,8 +30,7 @@ from .cli_common import (add_common, add_config_flags, describe, fail, flagged, 
                          sample_in_batches, scatter_outputs, set_device, set_threads)
 from .config import TrainConfig
 from .datakinds import DATA_KINDS
-from .diffusion import calc_bpd_loop
-from .diffusion.variances import VARIANCES
+from .diffusion import VARIANCES, calc_bpd_loop
 from .metrics import format_distances
 from .train import NonFiniteLoss, Trainer, distances_2d
 
@@ -191,7 +190,7 @@ def build_parser():
     p.add_argument("--sampler", choices=("ancestral", "ddim"), default="ancestral",
                    help="ancestral: Ho et al. 2020's Algorithm 2 over all T steps; ddim: Song et "
                         "al.'s DDIM over --ddim-steps steps (default: ancestral)")
-    p.add_argument("--variance", choices=[k for k, v in VARIANCES.items() if v.channels == 1],
+    p.add_argument("--variance", choices=[v for v in VARIANCES if v != "learned_range"],
                    default=None,
                    help="sigma_t^2 for ancestral sampling: fixed_large (beta_t) or "
                         "fixed_small (beta~_t) (default: the run's)")

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 from .datakinds import DATA_KINDS
 from .diffusion import get_beta_schedule
-from .diffusion.losses import LOSSES, MU_MSE_WEIGHTS
-from .diffusion.parameterizations import PARAMETERIZATIONS
+from .diffusion.gaussian_diffusion import LOSSES, MU_MSE_WEIGHTS, PARAMETERIZATIONS, VARIANCES
 from .diffusion.schedules import SCHEDULES
-from .diffusion.variances import VARIANCES
 from .models.unet import PRESETS as UNET_PRESETS
 from .validate import check_bool, check_choice, check_int, check_number
 
@@ -143,7 +141,7 @@ class TrainConfig:
         if self.mu_mse_weight != "none" and self.loss != "mu_mse":
             raise ValueError(f"mu_mse_weight: {self.mu_mse_weight!r} only applies to "
                              f"loss='mu_mse', got loss={self.loss!r}")
-        learned = VARIANCES[self.variance].channels != 1     # the model outputs 2C channels
+        learned = self.variance == "learned_range"           # the model outputs 2C channels
         if learned and self.loss in ("simple", "mu_mse"):
             raise ValueError(f"variance: {self.variance!r} is trained by loss 'hybrid' or "
                              f"'kl' only; loss {self.loss!r} ignores the variance channels")

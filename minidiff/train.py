@@ -30,7 +30,6 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, schedule_betas
 from .datakinds import DATA_KINDS, draw_points
 from .diffusion import (GaussianDiffusion, ddim_sample_loop_progressive, ddim_timesteps)
-from .diffusion.variances import VARIANCES
 from .models import MLPDenoiser, unet_from_preset
 from .optim import EMA, Adam, AdamW, LinearWarmup, clip_grad_norm
 from .progress import Progress
@@ -50,7 +49,7 @@ class ModelDiverged(RuntimeError):
 def build_model(cfg, shape):
     """The MLP for points, or the U-Net preset for images of shape (C, S, S); twice the
     output channels when the variance is learned (Nichol & Dhariwal 2021, Eq. 15)."""
-    learn_sigma = VARIANCES[cfg.variance].channels == 2
+    learn_sigma = cfg.variance == "learned_range"
     if cfg.model == "mlp":
         return MLPDenoiser(data_dim=shape[0], time_dim=cfg.time_dim, hidden=cfg.hidden,
                            depth=cfg.depth, learn_sigma=learn_sigma,
@@ -72,9 +71,9 @@ def build_diffusion(cfg, variance=None):
                              parameterization=cfg.parameterization, variance=variance)
 
 
-def _mean_half(model, learned):
+def _mean_half(model):
     """The model without its variance channels: sampling a learned-σ run with a fixed σ."""
-    return lambda x_t, t: learned.split_output(model(x_t, t))[0]
+    return lambda x_t, t: model(x_t, t)[:, :x_t.shape[1]]       # the first C of 2C channels
 
 
 def distances_2d(samples, cfg, seed=12345, repeats=None):
@@ -349,8 +348,8 @@ class Trainer:
         d, model = self.diffusion, self.model
         if variance not in (None, self.cfg.variance):
             d = build_diffusion(self.cfg, variance)
-            if d.variance.channels < self.diffusion.variance.channels:   # learned σ, fixed now:
-                model = _mean_half(self.model, self.diffusion)      # keep the first C channels
+            if self.diffusion.variance == "learned_range" and d.variance != "learned_range":
+                model = _mean_half(self.model)                      # keep the first C channels
         if sampler == "ddim":
             chain = ddim_sample_loop_progressive(d, model, shape, num_steps=ddim_steps,
                                                  eta=eta, clip_denoised=clip)

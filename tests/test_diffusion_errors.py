@@ -4,6 +4,7 @@ import pytest
 
 from minidiff import Tensor
 from minidiff.diffusion import GaussianDiffusion, get_beta_schedule
+from minidiff.testing import formulas
 
 T = 10
 
@@ -58,7 +59,7 @@ def test_non_finite_inputs(d, bad):
              ("noise", lambda: d.training_losses(zero_model, X, noise=x)),
              ("x_t", lambda: d.p_sample(zero_model, x, t)),
              ("x_T", lambda: d.p_sample_loop(zero_model, x_T=x)),
-             ("x_prev", lambda: d.q_step(x, t)), ("x0", lambda: d.prior_bpd(x))]
+             ("x_prev", lambda: formulas.q_step(d, x, t)), ("x0", lambda: d.prior_bpd(x))]
     for name, call in cases:
         with pytest.raises(ValueError, match=f"^{name}: must be finite") as e:
             call()

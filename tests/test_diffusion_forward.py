@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import minidiff
 from minidiff.diffusion import GaussianDiffusion, get_beta_schedule
-from minidiff.testing import strategies
+from minidiff.testing import formulas, strategies
 
 EPS64 = 1e-12          # float64 round-off allowance, scaled by each formula's conditioning
 
@@ -92,7 +92,7 @@ def test_iterated_q_step_matches_q_sample_by_monte_carlo(t):
     tt = np.full(N, t)
     x = x0
     for k in range(t + 1):
-        x = d.q_step(x, np.full(N, k))                             # Eq. 2
+        x = formulas.q_step(d, x, np.full(N, k))                             # Eq. 2
     direct = d.q_sample(x0, tt)                                    # Eq. 4
     abar = np.prod(1 - d.betas_float64[: t + 1])
     om = 1 - abar                                                  # β >= 0.01: no cancellation
@@ -108,7 +108,8 @@ def test_q_sample_is_the_reparameterised_closed_form(problem):
     expected = np.sqrt(abar) * x0 + np.sqrt(om) * noise            # Eq. 4
     np.testing.assert_allclose(d.q_sample(x0, t, noise), expected, rtol=1e-12, atol=1e-14)
     b, a, _, _, _, _ = paper(d, t)
-    np.testing.assert_allclose(d.q_step(x0, t, noise), np.sqrt(a) * x0 + np.sqrt(b) * noise,
+    np.testing.assert_allclose(formulas.q_step(d, x0, t, noise),
+                               np.sqrt(a) * x0 + np.sqrt(b) * noise,
                                rtol=1e-12, atol=1e-14)                # Eq. 2
 
 
@@ -177,9 +178,9 @@ def test_eps_and_x0_round_trip(problem):
     _, _, abar, _, om, _ = paper(d, t)
     x_t = d.q_sample(x0, t, noise)
     scale = 1 + np.abs(x_t) + np.abs(noise)                        # magnitudes involved
-    assert_within(d.predict_start_from_noise(x_t, t, noise), x0,
+    assert_within(formulas.predict_start_from_noise(d, x_t, t, noise), x0,
                   EPS64 * scale / np.sqrt(abar))                                   # Eq. 15
-    assert_within(d.predict_noise_from_start(x_t, t, x0), noise,
+    assert_within(formulas.predict_noise_from_start(d, x_t, t, x0), noise,
                   EPS64 * scale / np.sqrt(abar * om))
 
 
@@ -187,12 +188,13 @@ def test_eps_and_x0_round_trip(problem):
 def test_v_and_eps_round_trip(problem):
     d, x0, noise, t = problem
     _, _, abar, _, om, _ = paper(d, t)
-    v = d.get_v(x0, t, noise)
+    v = formulas.get_v(d, x0, t, noise)
     np.testing.assert_allclose(v, np.sqrt(abar) * noise - np.sqrt(om) * x0,
                                rtol=1e-12, atol=1e-14)              # Salimans & Ho 2022
     x_t = d.q_sample(x0, t, noise)
-    np.testing.assert_allclose(d.predict_noise_from_v(x_t, t, v), noise, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(d.predict_start_from_v(x_t, t, v), x0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(formulas.predict_noise_from_v(d, x_t, t, v), noise, rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(formulas.predict_start_from_v(d, x_t, t, v), x0, rtol=0, atol=1e-12)
 
 
 @given(problems())
@@ -201,7 +203,7 @@ def test_mu_and_x0_round_trip(problem):
     x_t = d.q_sample(x0, t, noise)
     mean = d.q_posterior_mean_variance(x0, x_t, t)[0]
     coef1 = d.posterior_mean_coef1[t][:, None]
-    assert_within(d.predict_start_from_mean(x_t, t, mean), x0,
+    assert_within(formulas.predict_start_from_mean(d, x_t, t, mean), x0,
                   EPS64 * (1 + np.abs(x_t) + np.abs(mean)) / coef1)
 
 
@@ -212,16 +214,18 @@ def test_mu_from_eps_is_the_posterior_mean_at_the_predicted_x0(problem):
     d, x0, eps_theta, t = problem
     b, a, abar, _, om, _ = paper(d, t)
     x_t = d.q_sample(x0, t, np.zeros_like(x0)) + eps_theta * 0.5
-    mu = d.p_mean_from_noise(x_t, t, eps_theta)
+    mu = formulas.p_mean_from_noise(d, x_t, t, eps_theta)
     paper_eq11 = (x_t - b / np.sqrt(om) * eps_theta) / np.sqrt(a)
-    via_x0 = d.q_posterior_mean_variance(d.predict_start_from_noise(x_t, t, eps_theta), x_t, t)
+    via_x0 = d.q_posterior_mean_variance(formulas.predict_start_from_noise(d, x_t, t, eps_theta),
+                                         x_t, t)
     scale = (1 + np.abs(x_t) + np.abs(eps_theta)) / np.sqrt(abar)
     np.testing.assert_allclose(mu, paper_eq11, rtol=1e-11, atol=1e-14)
     assert_within(mu, via_x0[0], 10 * EPS64 * scale)
     noise = eps_theta
     x_t = d.q_sample(x0, t, noise)
     true_mu = d.q_posterior_mean_variance(x0, x_t, t)[0]
-    assert_within(d.p_mean_from_noise(x_t, t, noise), true_mu, 10 * EPS64 * scale)  # Eq. 10
+    assert_within(formulas.p_mean_from_noise(d, x_t, t, noise), true_mu,
+                  10 * EPS64 * scale)                                               # Eq. 10
 
 
 def test_eq11_pins_the_paper_not_note_004():
@@ -234,7 +238,7 @@ def test_eq11_pins_the_paper_not_note_004():
     b, a, abar, _, om, _ = paper(d, t)
     x_t = d.q_sample(x0, t, noise)
     true_mu = d.q_posterior_mean_variance(x0, x_t, t)[0]
-    np.testing.assert_allclose(d.p_mean_from_noise(x_t, t, noise), true_mu, rtol=1e-10,
+    np.testing.assert_allclose(formulas.p_mean_from_noise(d, x_t, t, noise), true_mu, rtol=1e-10,
                                atol=1e-12)
     typo_004 = (x_t - b * np.sqrt(om) / np.sqrt(om) * noise) / np.sqrt(a)
     assert np.abs(typo_004 - true_mu).max() > 1e-2

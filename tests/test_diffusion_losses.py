@@ -14,6 +14,7 @@ import minidiff
 from minidiff import Tensor
 from minidiff import functional as F
 from minidiff.diffusion import GaussianDiffusion, get_beta_schedule
+from minidiff.testing import formulas
 from minidiff.testing import gradcheck
 
 BETAS = get_beta_schedule("linear", 30, beta_start=1e-3, beta_end=0.15)
@@ -98,7 +99,7 @@ def test_kl_loss_with_beta_tilde_is_eq_12():
     weight = b ** 2 / (2 * sigma2 * a * (1 - abar))                        # Eq. 12
     expected = (weight * (noise - eps_theta) ** 2).mean(axis=1) / LN2
     np.testing.assert_allclose(loss, expected, rtol=1e-8)
-    np.testing.assert_allclose(d.true_bound_eps_weight(t), weight[:, 0], rtol=1e-10)
+    np.testing.assert_allclose(formulas.true_bound_eps_weight(d, t), weight[:, 0], rtol=1e-10)
 
 
 def test_kl_loss_with_beta_is_the_gaussian_kl():

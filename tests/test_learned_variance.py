@@ -138,7 +138,7 @@ def test_cli_nll_of_a_learned_variance_image_run_is_finite_and_uses_the_learned_
     main(["nll", "--run", str(out), "--data-path", str(idx), "--n", "2", "--seed", "3"])
     m = re.search(r"NLL <= ([\d.]+) ±", capsys.readouterr().out)
     t = Trainer.from_checkpoint(out)
-    assert t.diffusion.variance.name == "learned_range"
+    assert t.diffusion.variance == "learned_range"
     x = images[:2, None].astype(np.float32) / np.float32(127.5) - np.float32(1)
     backend.manual_seed(3)
     with t.ema.swapped_in(t.model.eval()):

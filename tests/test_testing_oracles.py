@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import minidiff
 from minidiff.diffusion import (GaussianDiffusion, ddim_sample_loop, flow_euler_sample,
                                 get_beta_schedule)
-from minidiff.testing import assert_close, assert_normal, oracles, strategies
+from minidiff.testing import assert_close, assert_normal, formulas, oracles, strategies
 
 N = 4000                     # draws per hypothesis example of a sampler law
 ROUND_OFF = 1e-8             # see the docstring
@@ -179,7 +179,7 @@ def test_the_predictors_agree_through_the_library_conversions(param, convert):
     t = np.arange(20)
     pred = oracles.optimal_model(betas, MIXTURE, param)(minidiff.Tensor(x_t), t)
     want = oracles.optimal_model(betas, MIXTURE, "x0")(x_t, t[:, None])
-    assert_close(getattr(d, convert)(x_t, t, pred), want, rtol=0, atol=1e-10, what=param)
+    assert_close(getattr(formulas, convert)(d, x_t, t, pred), want, rtol=0, atol=1e-10, what=param)
 
 
 # ------------------------------------------------------------------ sampler laws

@@ -14,8 +14,10 @@ minidiff.cuda).
 import numpy as np
 
 from .. import backend, cuda
+from ..tensor import no_grad
 from ..validate import check_int, check_number
-from .sampling import initial_state
+from ._checks import as_start
+from .gaussian_diffusion import extract
 
 
 def ddim_timesteps(num_timesteps, num_steps):
@@ -65,10 +67,11 @@ def ddim_reverse_step(d, pred_x0, x_t, t, t_prev, eta, z, clip_denoised=True):
     xp = backend.xp()
     if clip_denoised:
         pred_x0 = xp.clip(pred_x0, -1.0, 1.0)                                # x̂0 in range
-    eps = d._predict_noise_from_start(x_t, t, pred_x0)             # Ho et al. 2020, Eq. 4
+    eps = ((x_t * extract(d.sqrt_recip_alphas_cumprod, t, x_t.shape) - pred_x0)
+           / extract(d.sqrt_recipm1_alphas_cumprod, t, x_t.shape))  # Ho et al. 2020, Eq. 4 for ε
     abar_or_1 = xp.append(d.alphas_cumprod, xp.ones(1, dtype=d.dtype))      # index -1: ᾱ = 1
-    a = d.extract(d.alphas_cumprod, t, x_t.shape)                            # ᾱ at τ_i
-    a_prev = d.extract(abar_or_1, t_prev, x_t.shape)                         # ᾱ at τ_{i-1}
+    a = extract(d.alphas_cumprod, t, x_t.shape)                              # ᾱ at τ_i
+    a_prev = extract(abar_or_1, t_prev, x_t.shape)                           # ᾱ at τ_{i-1}
     return ddim_step(pred_x0, eps, a, a_prev, eta, z)              # Song et al. 2021, Eq. 12
 
 
@@ -82,12 +85,13 @@ def ddim_sample_loop_progressive(d, model, shape=None, timesteps=None, num_steps
     xp = backend.xp()
     ts = (ddim_timesteps(d.num_timesteps, num_steps) if timesteps is None
           else check_timesteps(timesteps, d.num_timesteps))
-    x = initial_state(d, "x_T", shape, x_T)
+    x = as_start("x_T", shape, x_T, d.dtype)
     yield int(ts[-1]) + 1, x
     for i in reversed(range(len(ts))):
         t = xp.full((x.shape[0],), int(ts[i]), dtype=np.int64)                   # τ_i
         t_prev = xp.full((x.shape[0],), int(ts[i - 1]) if i > 0 else -1, dtype=np.int64)
-        pred = d.model_predictions(model, x, t)                    # the network call
+        with no_grad():
+            pred = d.model_predictions(model, x, t)                # the network call
         z = backend.rng().standard_normal(x.shape, dtype=d.dtype)
         x = ddim_reverse_step(d, pred.pred_x0.data, x, t, t_prev, eta, z, clip_denoised)
         yield (int(ts[i - 1]) + 1 if i > 0 else 0), x

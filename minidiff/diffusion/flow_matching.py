@@ -14,7 +14,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor, no_grad
 from ..validate import check_int
-from ._checks import as_data, check_batch, check_same_shape
+from ._checks import as_batch, check_same_shape
 from .likelihood import mean_flat
 
 
@@ -50,16 +50,14 @@ def flow_matching_loss(model, x0, t=None, noise=None, dtype=None):
     t ~ U[0, 1] and x1 = noise ~ N(0, I) are drawn unless given.
     """
     dtype = _dtype(x0, dtype)
-    x0 = as_data("x0", x0, dtype)
-    check_batch("x0", x0)
+    x0 = as_batch("x0", x0, dtype)
     B = x0.shape[0]
     if t is None:
         t = backend.rng().random(B, dtype=dtype)
     t = _times(t, B, dtype)
     if noise is None:
         noise = backend.rng().standard_normal(x0.shape, dtype=dtype)
-    x1 = as_data("noise", noise, dtype)
-    check_same_shape("noise", x1, "x0", x0)
+    x1 = as_batch("noise", noise, dtype, like_name="x0", like=x0)
     x_t = flow_path(x0, x1, t)
     out = model(Tensor(x_t), t)
     out = out if isinstance(out, Tensor) else Tensor(backend.xp().asarray(out, dtype=dtype))
@@ -75,10 +73,8 @@ def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float3
     if x1 is None:
         if shape is None:
             raise ValueError("shape: give the sample shape (B, ...) or x1, got neither")
-        x = backend.rng().standard_normal(tuple(shape), dtype=dtype)
-    else:
-        x = as_data("x1", x1, dtype)
-    check_batch("x1", x)
+        x1 = backend.rng().standard_normal(tuple(shape), dtype=dtype)
+    x = as_batch("x1", x1, dtype)
     dt = 1.0 / num_steps
     for k in range(num_steps):
         t = backend.xp().full((x.shape[0],), 1.0 - k * dt, dtype=dtype)     # t_k = 1 - k Δt

@@ -7,19 +7,18 @@
     L_0     = -log p_θ(x0 | x1)  discretized_gaussian_log_likelihood, Ho et al. 2020, Eq. 13
 
 The building blocks take arrays or Tensors and return Tensors, so the same code gives the
-training loss (differentiable) and the evaluation (under no_grad). Data x0 are integers
-{0, …, 255} scaled linearly to [-1, 1] (Ho et al. 2020, §3.3). With 0-based time arrays, index
-t holds the paper's step t+1, so index 0 is the decoder term L_0 and index t >= 1 is L_t.
+training loss (differentiable) and the evaluation (under no_grad); GaussianDiffusion
+(training_losses, prior_bpd, calc_bpd_loop) hands them the posterior and p_θ. Data x0 are
+integers {0, …, 255} scaled linearly to [-1, 1] (Ho et al. 2020, §3.3). With 0-based time
+arrays, index t holds the paper's step t+1, so index 0 is the decoder term L_0 and index t >= 1
+is L_t.
 """
 import math
-
-import numpy as np
 
 from .. import backend
 from .. import functional as F
 from ..functional._util import as_tensor
 from ..tensor import Tensor, no_grad
-from ._checks import as_data, check_batch
 
 LN2 = math.log(2.0)
 
@@ -78,78 +77,26 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     return log_cdf_plus * first + log_one_minus_cdf_min * last + log_cdf_delta * inner
 
 
-def vb_terms_bpd(d, model_mean, model_log_variance, x0, x_t, t):
+def vb_terms_bpd(true_mean, true_log_variance, model_mean, model_log_variance, x0, t):
     """The bound's term for each example's timestep, in bits/dim, shape (B,).
 
-    Index t >= 1 (the paper's L_t, from step t+1): KL(q(x_t | x_{t+1}, x0) ‖ p_θ)
-    (Ho et al. 2020, Eq. 5). Index 0 (the paper's L_0): the discretized decoder's negative
-    log-likelihood (Ho et al. 2020, Eq. 13). x0 and x_t are arrays; the model's mean and
-    log-variance arrays or Tensors.
+    Index t >= 1 (the paper's L_t, from step t+1): KL(q(x_t | x_{t+1}, x0) ‖ p_θ), the
+    posterior's mean and log-variance (Ho et al. 2020, Eq. 6-7) against the model's (their
+    Eq. 1), Ho et al. 2020, Eq. 5. Index 0 (the paper's L_0): the discretized decoder's negative
+    log-likelihood (Ho et al. 2020, Eq. 13). x0 is an array; the rest arrays or Tensors.
     """
-    # q(x_{t-1} | x_t, x0) against p_θ(x_{t-1} | x_t): Ho et al. 2020, Eq. 6-7 and 1
-    true_mean, _, true_log_variance = d._q_posterior_mean_variance(x0, x_t, t)
     kl = normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)
     kl = mean_flat(kl) * (1.0 / LN2)                                # (B,) Ho et al. 2020, Eq. 5
     log_scales = model_log_variance * 0.5
     nll = -discretized_gaussian_log_likelihood(x0, model_mean, log_scales)
     nll = mean_flat(nll) * (1.0 / LN2)                              # (B,) Ho et al. 2020, Eq. 13
-    is_decoder = (t == 0).astype(d.dtype)                           # (B,)
+    is_decoder = (t == 0).astype(x0.dtype)                          # (B,)
     return nll * is_decoder + kl * (1.0 - is_decoder)               # Ho et al. 2020, Eq. 5
 
 
-def prior_bpd(d, x0):
-    """L_T = KL(q(x_T | x0) ‖ N(0, I)) in bits/dim, shape (B,) (Ho et al. 2020, Eq. 5)."""
-    x0 = as_data("x0", x0, d.dtype)
-    check_batch("x0", x0)
-    return _prior_bpd(d, x0)
-
-
-def _prior_bpd(d, x0):
-    t = backend.xp().full((x0.shape[0],), d.num_timesteps - 1, dtype=np.int64)
-    mean, _, log_variance = d._q_mean_variance(x0, t)               # Ho et al. 2020, Eq. 4
+def prior_bpd(mean, log_variance):
+    """L_T = KL(N(mean, e^log_variance) ‖ N(0, I)) in bits/dim, a NumPy array (B,), for the
+    mean and log-variance of q(x_T | x0) (Ho et al. 2020, Eq. 4 and 5)."""
     with no_grad():
         kl = normal_kl(mean, log_variance, 0.0, 0.0)                # Ho et al. 2020, Eq. 5
     return backend.to_numpy(mean_flat(kl).data) / LN2
-
-
-def calc_bpd_loop(d, model, x0, clip_denoised=True):
-    """Every term of the bound (Ho et al. 2020, Eq. 5) for each example of x0, by one draw of
-    x_t per step. x0 is checked once; the T steps call the unchecked methods.
-
-    Returns NumPy arrays (bits/dim):
-        total_bpd (B,)          L_T + Σ L_t + L_0, the bound on -log2 p(x0) per dim
-                                (Ho et al. 2020, Eq. 3)
-        prior_bpd (B,)          L_T
-        terms_bpd (B, T)        column t holds L_t (column 0 the decoder L_0)
-        rate_bpd (B,)           L_1 + … + L_T (Ho et al. 2020, §4.3, Table 4)
-        distortion_bpd (B,)     L_0
-        xstart_mse, eps_mse (B, T)   errors of x̂0 and ε̂ at each step
-    """
-    x0 = as_data("x0", x0, d.dtype)
-    check_batch("x0", x0, min_ndim=2)
-    xp = backend.xp()
-    B, T = x0.shape[0], d.num_timesteps
-    terms = np.zeros((B, T))
-    xstart_mse = np.zeros((B, T))
-    eps_mse = np.zeros((B, T))
-    for t in reversed(range(T)):
-        t_b = xp.full((B,), t, dtype=np.int64)
-        noise = backend.rng().standard_normal(x0.shape, dtype=d.dtype)
-        x_t = d._q_sample(x0, t_b, noise)                           # Ho et al. 2020, Eq. 4
-        p = d._p_mean_variance(model, x_t, t_b, clip_denoised)      # Ho et al. 2020, Eq. 1
-        with no_grad():
-            vb = vb_terms_bpd(d, p["mean"], p["log_variance"], x0, x_t, t_b)
-        terms[:, t] = backend.to_numpy(vb.data)
-        xstart_mse[:, t] = backend.to_numpy(mean_flat((p["pred_x0"] - x0) ** 2))
-        eps = d._predict_noise_from_start(x_t, t_b, p["pred_x0"])  # ε̂ from the (clipped) x̂0
-        eps_mse[:, t] = backend.to_numpy(mean_flat((eps - noise) ** 2))
-    prior = _prior_bpd(d, x0)
-    return {
-        "total_bpd": terms.sum(axis=1) + prior,                     # Ho et al. 2020, Eq. 5
-        "prior_bpd": prior,
-        "terms_bpd": terms,
-        "rate_bpd": terms[:, 1:].sum(axis=1) + prior,
-        "distortion_bpd": terms[:, 0],
-        "xstart_mse": xstart_mse,
-        "eps_mse": eps_mse,
-    }

@@ -11,6 +11,8 @@
     oracles.py          exact answers for data N(μ, σ²) or a mixture of Gaussians: q(x_t), the
                         optimal ε-, x0-, v- and μ-predictors, the flow velocity, and the exact
                         law of every sampler's output for Gaussian data
+    formulas.py         the paper's formulas the library does not need, checked: q_step (one
+                        Markov step), ε, x0, μ and v from one another, the bound's ε weight
 
 Nothing here is imported by `import minidiff`. hypothesis is needed by `strategies` alone; it
 is in the `test` extra: pip install 'minidiff[test]'.
