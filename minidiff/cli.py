@@ -65,11 +65,13 @@ def cmd_train(args):
 # ------------------------------------------------------------------------------ sample
 
 
-def load_run(args):
+def load_run(args, data_path=None):
+    """The run's trainer; a 2-D run's data at data_path if it moved (checked: the same data)."""
     try:
-        trainer = Trainer.from_checkpoint(args.run)
+        trainer = Trainer.from_checkpoint(args.run, quiet=False, data_path=data_path)
     except (ValueError, OSError, ImportError) as e:
-        fail(f"--run {args.run}: {describe(e) if isinstance(e, OSError) else e}")
+        msg = describe(e) if isinstance(e, OSError) else str(e)
+        fail(flagged(msg) if msg.startswith("data_path:") else f"--run {args.run}: {msg}")
     return trainer
 
 
@@ -77,7 +79,10 @@ def cmd_sample(args):
     if args.pretrained:                             # a diffusers folder instead of a run
         return cli_pretrained.cmd_sample(args)
     set_device(args)
-    trainer = load_run(args)
+    trainer = load_run(args, data_path=args.data_path or None)
+    if args.data_path and trainer.kind.images:
+        fail(f"--data-path: sampling an image run reads no data (the run's data is "
+             f"{trainer.cfg.data!r}); leave --data-path out")
     set_threads(args, trainer.cfg.model == "mlp")
     cfg = trainer.cfg
     if args.sampler == "ddim" and args.ddim_steps > cfg.timesteps:
@@ -124,6 +129,11 @@ def cmd_nll(args):
         images = ", ".join(k for k, kind in DATA_KINDS.items() if kind.images)
         fail(f"--run {args.run}: nll measures bits/dim of 8-bit images; this run's data is "
              f"{cfg.data!r} (allowed: {images})")
+    if cfg.data_path and not args.data_path:        # held out from the run's own copy
+        try:
+            trainer.check_data(cfg.data_path)
+        except ValueError as e:
+            fail(flagged(str(e)))
     if trainer.kind.needs_path and not args.data_path:
         fail(f"--data-path: a {cfg.data} run needs held-out images (an IDX file or a "
              "folder the run did not train on)")
@@ -187,6 +197,9 @@ def build_parser():
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a run folder (or its checkpoint.npz)")
     cli_pretrained.add_pretrained_flag(source)
+    p.add_argument("--data-path", default="",
+                   help="where a 2-D run's picture is now, if it moved (it must be the same "
+                        "file; default: where the run recorded it)")
     p.add_argument("--sampler", choices=("ancestral", "ddim"), default="ancestral",
                    help="ancestral: Ho et al. 2020's Algorithm 2 over all T steps; ddim: Song et "
                         "al.'s DDIM over --ddim-steps steps (default: ancestral)")

@@ -108,8 +108,13 @@ class TrainConfig:
     log_every: int = option(1, "write a row of log.csv every this many steps",
                             range=(1, 10**9))
 
-    # Fields that may differ between a run and its resumption.
-    RESUMABLE = ("steps", "out_dir", "ckpt_every", "sample_every", "n_samples", "log_every")
+    # Fields that may differ between a run and its resumption. data_path may name a moved copy
+    # of the data: the checkpoint's fingerprint of it decides (minidiff/data_source.py).
+    RESUMABLE = ("steps", "out_dir", "ckpt_every", "sample_every", "n_samples", "log_every",
+                 "data_path")
+    # A run state of format 1 (checkpoints written before 2026-12-06) may lack the fields added
+    # during its life, which take these values; format 2 must hold every field.
+    FORMAT_1_DEFAULTS = {"fourier_levels": 0}       # added 2026-11-29
 
     def validate(self):
         """Check every field, then the rules between fields. The error names the field, the
@@ -155,12 +160,19 @@ class TrainConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_json(cls, d):
+    def from_json(cls, d, run_format):
+        """The config a checkpoint of `run_format` saved. No default fills a missing field,
+        except FORMAT_1_DEFAULTS in a format-1 checkpoint."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"TrainConfig: unknown fields {unknown}")
-        return cls(**d)
+        defaults = cls.FORMAT_1_DEFAULTS if run_format == 1 else {}
+        missing = sorted(names - set(d) - set(defaults))
+        if missing:
+            raise ValueError(f"TrainConfig: missing field{'s' * (len(missing) > 1)} "
+                             f"{', '.join(missing)} (no default stands in for a saved value)")
+        return cls(**{**defaults, **d})
 
 
 def check_field(f, value):

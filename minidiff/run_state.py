@@ -7,13 +7,18 @@ built run (same names, kinds, shapes, dtypes, finite values), and the counters a
 other, before anything changes.
 
     arrays, meta = state(trainer)
+    check_data(path, meta, trainer.cfg.data_path)     # the data the run was trained on
     restore(trainer, path, arrays, meta, restore_rng=True)
 """
 import numpy as np
 
-from . import backend, distributed, memory
+from . import backend, data_source, distributed, memory
 from .checkpoint import check_like
 from .config import TrainConfig
+
+# The version of what a checkpoint's metadata holds. 1: until 2026-12-06 (no "run_format" key);
+# 2: every config field present, the data's record ("data": minidiff/data_source.py).
+RUN_FORMAT = 2
 
 
 def refuse(path, field, msg):
@@ -38,8 +43,9 @@ def _unflatten(prefix, arrays, meta):
 def state(t, streams=None):
     """(arrays, meta) of the trainer t; with N ranks, also N and every rank's own stream
     (`streams`, gathered by rank 0: minidiff/distributed)."""
-    arrays, meta = {}, {"step": t.step, "config": t.cfg.to_json(),
-                        "device": backend.get_device(), "rng": backend.get_rng_state()}
+    arrays, meta = {}, {"run_format": RUN_FORMAT, "step": t.step, "config": t.cfg.to_json(),
+                        "data": t.data_record, "device": backend.get_device(),
+                        "rng": backend.get_rng_state()}
     meta.update(distributed.world().checkpoint_meta(streams))          # one process: nothing
     for name, value in t.model.state_dict().items():
         arrays["model." + name] = value
@@ -50,13 +56,22 @@ def state(t, streams=None):
     return arrays, meta
 
 
+def run_format(path, meta):
+    """The checkpoint's run-state format: 1 (before the key existed) or RUN_FORMAT."""
+    version = meta.get("run_format", 1)
+    if version not in (1, RUN_FORMAT):
+        refuse(path, "meta.run_format", f"got {version!r:.40}; this minidiff reads 1 and "
+               f"{RUN_FORMAT} (a checkpoint from a newer minidiff?)")
+    return version
+
+
 def saved_config(path, meta):
     """The TrainConfig inside a checkpoint's metadata, checked field by field."""
     saved = meta.get("config")
     if not isinstance(saved, dict):
         refuse(path, "meta.config", "missing or not a JSON object")
     try:
-        return TrainConfig.from_json(saved).validate()
+        return TrainConfig.from_json(saved, run_format(path, meta)).validate()
     except (ValueError, TypeError) as e:
         refuse(path, "meta.config", str(e))
 
@@ -68,9 +83,40 @@ def checkpoint_limit(path, meta):
     return 4 * 8 * memory.footprint(saved_config(path, meta)).params + 2**20
 
 
+def saved_data(path, meta):
+    """The record of the data the run was trained on (None: minidiff's own data, or a format-1
+    checkpoint, which kept no record), checked for form."""
+    if run_format(path, meta) == 1:
+        return None
+    if "data" not in meta:
+        refuse(path, "meta.data", "missing")
+    rec = meta["data"]
+    if rec is None:
+        return None
+    fields = {"path": str, "kind": str, "bytes": int, "sha256": str}
+    if isinstance(rec, dict) and rec.get("kind") == "folder":
+        fields.update(files=int, mtimes_sha256=str)
+    if not isinstance(rec, dict) or rec.get("kind") not in ("file", "folder") or \
+            any(not isinstance(rec.get(k), kind) for k, kind in fields.items()):
+        refuse(path, "meta.data", f"not the record of a file or folder: {rec!r:.80}")
+    return rec
+
+
+def check_data(path, meta, data_path):
+    """The data at data_path is the data the checkpoint's run was trained on; returns a note
+    for the user or None. Format-1 checkpoints kept no record and pass unchecked."""
+    saved = saved_data(path, meta)
+    if run_format(path, meta) == 1:
+        return None
+    try:
+        return data_source.check(saved, data_path)
+    except ValueError as e:
+        raise ValueError(f"{e} (checkpoint {path})") from None
+
+
 def restore(t, path, arrays, meta, restore_rng):
     """Check every field and array of the checkpoint against the trainer t, then load it all
-    into t. A checkpoint that fails any check changes nothing."""
+    into t. A checkpoint that fails any check changes nothing. (The data: check_data.)"""
     saved = saved_config(path, meta)
     diffs = [f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(t.cfg, k)!r}"
              for k in saved.to_json() if k not in TrainConfig.RESUMABLE
@@ -89,12 +135,12 @@ def restore(t, path, arrays, meta, restore_rng):
                                 for name in t.opt.buffers_in_use()
                                 for i, p in enumerate(t.params)})
     check_like(path, arrays, meta, template_arrays, template_meta,
-               skip=("format", "config", "device") + distributed.META_KEYS)
+               skip=("format", "run_format", "config", "data", "device") + distributed.META_KEYS)
     _check_counts(t, path, meta, step, template_meta)
     if step > t.cfg.steps:
         raise ValueError(f"steps: the checkpoint {path} is at step {step}, past "
                          f"steps={t.cfg.steps}; allowed: steps >= {step}")
-    device = meta.get("device", "cpu")
+    device = meta.get("device", "cpu" if run_format(path, meta) == 1 else None)
     if device not in ("cpu", "cuda"):
         refuse(path, "meta.device", f"got {device!r:.40}, allowed: cpu, cuda")
     if restore_rng and device != backend.get_device():

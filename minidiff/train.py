@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from . import backend, data, distributed, metrics, rundir, run_state, runlog, viz
+from . import backend, data, data_source, distributed, metrics, rundir, run_state, runlog, viz
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, schedule_betas
 from .datakinds import DATA_KINDS, draw_points
@@ -132,10 +132,12 @@ class Trainer:
     def _build(self, cfg, with_data=True):
         """Data, model, diffusion, optimiser, warm-up and EMA, all from cfg and its seed.
         Without data (sampling a saved image run), the shape comes from the config."""
+        cfg.data_path = os.path.abspath(cfg.data_path) if cfg.data_path else ""   # not cwd's
         self.cfg = cfg.validate()
         self.kind = DATA_KINDS[cfg.data]
         backend.manual_seed(cfg.seed)
         self.data = self.kind.load(cfg) if with_data else None
+        self.data_record = data_source.record(cfg.data_path) if with_data else None
         self.shape = self.kind.shape(cfg)
         self.model = build_model(cfg, self.shape)
         self.diffusion = build_diffusion(cfg)
@@ -152,11 +154,13 @@ class Trainer:
         self._log = None
 
     @classmethod
-    def from_checkpoint(cls, path, quiet=True):
+    def from_checkpoint(cls, path, quiet=True, data_path=None):
         """A trainer holding a saved run (its config and weights), for sampling and
         evaluation. `path` is a checkpoint or a run folder. It writes nothing but what undoes
         a killed --overwrite (rundir.recover_for_reading), and
-        an image run does not need its training images."""
+        an image run does not need its training images. A 2-D run reads its data (the plots'
+        reference) where it was trained, or at `data_path` if it moved; either way it must be
+        the same data (check_data)."""
         note = rundir.recover_for_reading(path)      # a killed --overwrite: the old run back
         if note:
             print(note, flush=True)                  # files moved: said even when quiet
@@ -165,12 +169,24 @@ class Trainer:
         arrays, meta = load_checkpoint(path, limit=run_state.checkpoint_limit)   # one read:
         cfg = run_state.saved_config(path, meta)     # a whole checkpoint, even if replaced
         cfg.out_dir = os.path.dirname(os.path.abspath(path))
+        cfg.data_path = cfg.data_path if data_path is None else data_path
         self = cls.__new__(cls)
         self.quiet, self._lock = quiet, None        # reading takes no lock
-        self._build(cfg, with_data=not DATA_KINDS[cfg.data].images)   # points: the plots'
-        self.ckpt_path = path                                          # reference
+        self.ckpt_path, self.saved_meta = path, meta
+        points = not DATA_KINDS[cfg.data].images    # points: the data is the plots' reference
+        if points:
+            self.check_data(cfg.data_path)
+        self._build(cfg, with_data=points)
+        self.ckpt_path = path
         run_state.restore(self, path, arrays, meta, restore_rng=False)
         return self
+
+    def check_data(self, data_path):
+        """Refuse, in one line, data at data_path that is not what this saved run was trained
+        on (minidiff/data_source.py); say so if only its files' times changed."""
+        note = run_state.check_data(self.ckpt_path, self.saved_meta, data_path)
+        if note:
+            self._say(note)
 
     def close(self):
         """Let go of the run folder (run() does this when it ends)."""
@@ -314,7 +330,10 @@ class Trainer:
     def load(self, path, restore_rng=True):
         """Restore a checkpoint, checked whole first (minidiff/run_state.py)."""
         arrays, meta = load_checkpoint(path, limit=run_state.checkpoint_limit)
+        note = run_state.check_data(path, meta, self.cfg.data_path)   # the same data
         run_state.restore(self, path, arrays, meta, restore_rng)
+        if note:
+            self._say(note)
 
     def read_log(self):
         """(steps, losses) from log.csv."""
