@@ -41,8 +41,8 @@ def randomized(name, rng):
 def compare(name, batch=2, seed=0):
     """((max |Δ|, max |value|) of the outputs, the same of the parameter gradients)."""
     rng = np.random.default_rng(seed)
-    model = randomized(name, rng)
-    twin = torch_twin.load_minidiff(torch_twin.twin_of(model), model)
+    model = randomized(name, rng).eval()                          # dropout off (cifar10: 0.1)
+    twin = torch_twin.load_minidiff(torch_twin.twin_of(model), model).eval()
     shape = common.input_shape(name, batch) if name != "cifar10" else (batch, 3, 32, 32)
     x, t = rng.standard_normal(shape), rng.integers(0, common.T, batch)
     g = rng.standard_normal(shape)                                 # d loss / d output
