@@ -178,6 +178,20 @@ def test_sampling_runs_in_batches_whose_first_is_the_unbatched_draw(run2d, monke
     assert "100 samples" in capsys.readouterr().out and (tmp_path / "s.png").exists()
 
 
+def test_distances_of_many_samples_use_the_first_2000(run2d, monkeypatch, tmp_path, capsys):
+    # MMD holds n x n kernels: at --n 100000 the old code asked for 74.5 GiB after sampling
+    from minidiff import cli
+    seen, real = [], cli.distances_2d
+
+    def spy(x, cfg):
+        seen.append(len(x))
+        return real(x, cfg)
+    monkeypatch.setattr(cli, "distances_2d", spy)
+    main(["sample", "--run", str(run2d), "--n", "2500", "--out", str(tmp_path / "s.png")])
+    assert seen == [2000]
+    assert capsys.readouterr().out.splitlines()[-1].startswith("the first 2000 samples: ")
+
+
 def test_an_image_run_refuses_a_batch_that_does_not_fit(photos, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     main(["train", "--data", "folder", "--data-path", str(photos), "--model", "tiny",
