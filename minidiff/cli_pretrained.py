@@ -10,6 +10,7 @@ is read by minidiff.pretrained (see docs/pretrained.md), and x̂0 is clipped to 
 sampling when its scheduler says clip_sample, as diffusers does.
 """
 import dataclasses
+import sys
 import time
 
 import numpy as np
@@ -147,7 +148,7 @@ def bits_per_dim(model, diffusion, x, batch_size, clip):
             totals.append(backend.to_numpy(r["total_bpd"]))
             priors.append(backend.to_numpy(r["prior_bpd"]))
             print(f"  {min(i + batch_size, len(x))}/{len(x)} images, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return np.concatenate(totals), np.concatenate(priors)
 
 # ------------------------------------------------------------------------------ export

@@ -26,11 +26,12 @@ EXPECTED_FLAGS = {
     "train": {"--resume", "--overwrite", "--quiet", "--device", "--threads", "--rank-timeout",
               "--check-every"}
     | {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
-    "sample": {"--run", "--sampler", "--variance", "--ddim-steps", "--eta", "--n", "--no-ema",
-               "--gif", "--frames", "--out", "--seed", "--device", "--threads"},
-    "nll": {"--run", "--data-path", "--n", "--batch-size", "--no-ema", "--seed", "--device",
-            "--threads"},
+    "sample": {"--run", "--pretrained", "--sampler", "--variance", "--ddim-steps", "--eta", "--n",
+               "--no-ema", "--gif", "--frames", "--out", "--seed", "--device", "--threads"},
+    "nll": {"--run", "--pretrained", "--data", "--data-path", "--n", "--batch-size", "--no-ema",
+            "--seed", "--device", "--threads"},
     "demo": {"--out-dir", "--steps", "--timesteps", "--n", "--seed", "--device", "--threads"},
+    "export": {"--run", "--to", "--no-ema", "--device", "--threads"},
 }
 
 

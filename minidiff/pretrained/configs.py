@@ -40,16 +40,18 @@ UNET_FIXED = dict(center_input_sample=False, time_embedding_type="positional",
                   resnet_time_scale_shift="default", add_attention=True,
                   class_embed_type=None, num_class_embeds=None)
 SCHEDULER_FIXED = dict(thresholding=False, rescale_betas_zero_snr=False)
-# Keys that change only how diffusers samples with fewer steps than T, or how it thresholds
-# (off): minidiff's samplers choose their own steps. num_train_timesteps in a UNet config is
-# read only by its "learned" time embedding, which is refused.
-IGNORED = ("dynamic_thresholding_ratio", "sample_max_value", "timestep_spacing", "steps_offset")
+# Read and left alone: dynamic_thresholding_ratio and sample_max_value (thresholding is off),
+# timestep_spacing and steps_offset (how diffusers picks fewer steps than T; minidiff's
+# samplers pick their own), and a UNet config's num_train_timesteps (read only by the
+# "learned" time embedding, which is refused).
 
 PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 # fixed_*_log are the same σ_t² as fixed_*, computed through its log in diffusers
 VARIANCE_TYPES = {"fixed_small": "fixed_small", "fixed_small_log": "fixed_small",
                   "fixed_large": "fixed_large", "fixed_large_log": "fixed_large",
                   "learned_range": "learned_range"}
+
+
 def refuse(file, key, value, why):
     raise ValueError(f"{file}: {key} = {json.dumps(value)}: {why}")
 
