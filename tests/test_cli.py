@@ -26,8 +26,9 @@ EXPECTED_FLAGS = {
     "train": {"--resume", "--overwrite", "--quiet", "--device", "--threads", "--rank-timeout",
               "--check-every"}
     | {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
-    "sample": {"--run", "--pretrained", "--sampler", "--variance", "--ddim-steps", "--eta", "--n",
-               "--no-ema", "--gif", "--frames", "--out", "--seed", "--device", "--threads"},
+    "sample": {"--run", "--pretrained", "--data-path", "--sampler", "--variance", "--ddim-steps",
+               "--eta", "--n", "--no-ema", "--gif", "--frames", "--out", "--seed", "--device",
+               "--threads"},
     "nll": {"--run", "--pretrained", "--data", "--data-path", "--n", "--batch-size", "--no-ema",
             "--seed", "--device", "--threads"},
     "demo": {"--out-dir", "--steps", "--timesteps", "--n", "--seed", "--device", "--threads"},
