@@ -5,6 +5,8 @@ minidiff ...`).
     minidiff train --data swiss_roll --steps 3000 --out-dir runs/roll --resume   # after a kill
     minidiff sample --run runs/roll --gif                  # scatter plot, GIF, distances
     minidiff sample --run runs/digits --sampler ddim --ddim-steps 50
+    minidiff train --data swiss_roll --objective flow --out-dir runs/flow   # flow matching
+    minidiff sample --run runs/flow --sampler euler --euler-steps 100
     minidiff nll --run runs/digits                         # bits/dim on the digits test split
     minidiff demo                                          # the 2-D experiment, into demo_out/
     minidiff sample --pretrained ddpm-cifar10 --sampler ddim   # a diffusers folder
@@ -28,7 +30,7 @@ from . import backend, cli_pretrained, demo, distributed, gpucheck, memory
 from .cli_common import (add_common, add_config_flags, describe, fail, flagged, float_in,
                          image_outputs, int_at_least, os_failure, png_path, refuse_unless_fits,
                          sample_in_batches, scatter_outputs, set_device, set_threads)
-from .config import TrainConfig
+from .config import TrainConfig, check_sampler
 from .datakinds import DATA_KINDS
 from .diffusion import VARIANCES, calc_bpd_loop
 from .metrics import format_distances
@@ -76,6 +78,9 @@ def load_run(args, data_path=None):
 
 
 def cmd_sample(args):
+    if args.pretrained and args.sampler == "euler":
+        fail(f"--sampler: 'euler' samples a flow run (train --objective flow); --pretrained "
+             f"{args.pretrained} is a DDPM: use ancestral or ddim")
     if args.pretrained:                             # a diffusers folder instead of a run
         return cli_pretrained.cmd_sample(args)
     set_device(args)
@@ -85,6 +90,11 @@ def cmd_sample(args):
              f"{trainer.cfg.data!r}); leave --data-path out")
     set_threads(args, trainer.cfg.model == "mlp")
     cfg = trainer.cfg
+    args.sampler = args.sampler or ("euler" if cfg.objective == "flow" else "ancestral")
+    try:
+        check_sampler(cfg, args.sampler, args.variance)
+    except ValueError as e:
+        fail(f"--{e}")                              # "--sampler: ..." or "--variance: ..."
     if args.sampler == "ddim" and args.ddim_steps > cfg.timesteps:
         args.parser.error(f"--ddim-steps: must be at most the run's T = {cfg.timesteps}, "
                           f"got {args.ddim_steps}")
@@ -100,10 +110,13 @@ def cmd_sample(args):
     t0 = time.perf_counter()
     x, trajectory = sample_in_batches(trainer, n, args.seed, use_ema=not args.no_ema,
                                       sampler=args.sampler, variance=args.variance,
-                                      ddim_steps=args.ddim_steps, eta=args.eta, frames=frames)
+                                      ddim_steps=args.ddim_steps, eta=args.eta, frames=frames,
+                                      euler_steps=args.euler_steps)
     dt = time.perf_counter() - t0
-    how = (f"DDIM, {args.ddim_steps} steps, eta {args.eta:g}" if args.sampler == "ddim" else
-           f"ancestral, {cfg.timesteps} steps, {args.variance or cfg.variance}")
+    how = {"ddim": f"DDIM, {args.ddim_steps} steps, eta {args.eta:g}",
+           "euler": f"Euler, {args.euler_steps} steps",
+           "ancestral": f"ancestral, {cfg.timesteps} steps, {args.variance or cfg.variance}"
+           }[args.sampler]
     weights = "raw" if args.no_ema else "EMA"
     print(f"{n} samples ({how}, {weights} weights) in {dt:.1f} s -> {out}"
           + (f", {gif}" if gif else ""))
@@ -129,6 +142,9 @@ def cmd_nll(args):
         images = ", ".join(k for k, kind in DATA_KINDS.items() if kind.images)
         fail(f"--run {args.run}: nll measures bits/dim of 8-bit images; this run's data is "
              f"{cfg.data!r} (allowed: {images})")
+    if cfg.objective == "flow":
+        fail(f"--run {args.run}: nll measures DDPM's variational bound (Ho et al. 2020, Eq. 5); "
+             "this run is flow matching (objective 'flow'), which has no such bound here")
     if cfg.data_path and not args.data_path:        # held out from the run's own copy
         try:
             trainer.check_data(cfg.data_path)
@@ -189,7 +205,8 @@ def build_parser():
     add_common(p)
     p.set_defaults(func=distributed.launch.data_parallel(p, cmd_train), parser=p)  # mpiexec
 
-    p = sub.add_parser("sample", help="draw samples (Ho et al. 2020, Algorithm 2, or DDIM)",
+    p = sub.add_parser("sample", help="draw samples (Ho et al. 2020, Algorithm 2, DDIM, or "
+                       "Euler's method for a flow run)",
                        description="Draw samples from a run's checkpoint, with its EMA "
                        "weights unless --no-ema. 2-D runs give a scatter plot over the data "
                        "and print the sliced Wasserstein and MMD distances beside their noise "
@@ -200,9 +217,11 @@ def build_parser():
     p.add_argument("--data-path", default="",
                    help="where a 2-D run's picture is now, if it moved (it must be the same "
                         "file; default: where the run recorded it)")
-    p.add_argument("--sampler", choices=("ancestral", "ddim"), default="ancestral",
+    p.add_argument("--sampler", choices=("ancestral", "ddim", "euler"), default=None,
                    help="ancestral: Ho et al. 2020's Algorithm 2 over all T steps; ddim: Song et "
-                        "al.'s DDIM over --ddim-steps steps (default: ancestral)")
+                        "al.'s DDIM over --ddim-steps steps; euler: Euler's method over "
+                        "--euler-steps steps, for a flow run (train --objective flow) "
+                        "(default: ancestral, or euler for a flow run)")
     p.add_argument("--variance", choices=[v for v in VARIANCES if v != "learned_range"],
                    default=None,
                    help="sigma_t^2 for ancestral sampling: fixed_large (beta_t) or "
@@ -211,6 +230,8 @@ def build_parser():
                    help="number of DDIM steps, at most T (default: 50)")
     p.add_argument("--eta", type=float_in(0), default=0.0,
                    help="DDIM's eta: 0 deterministic, 1 like DDPM (default: 0)")
+    p.add_argument("--euler-steps", type=int_at_least(1, 100_000), default=100,
+                   help="number of Euler steps from t = 1 to 0 (default: 100)")
     p.add_argument("--n", type=int_at_least(2, 10**9), default=None,
                    help="number of samples, drawn in batches of bounded memory (default: 2000 "
                         "points, or 64 images)")

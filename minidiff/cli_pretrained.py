@@ -178,6 +178,9 @@ def cmd_export(args):
     if not trainer.kind.images:
         fail(f"--run {args.run}: a {trainer.cfg.data!r} run has an MLP; diffusers' "
              "DDPMPipeline holds a U-Net (export an image run)")
+    if trainer.cfg.objective == "flow":
+        fail(f"--run {args.run}: a flow run (objective 'flow') predicts a velocity; diffusers' "
+             "DDPMPipeline samples a DDPM (export a run of objective 'ddpm')")
     model = trainer.model.eval()
     try:
         if args.no_ema:

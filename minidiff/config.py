@@ -18,6 +18,10 @@ from .models.unet import PRESETS as UNET_PRESETS
 from .validate import check_bool, check_choice, check_int, check_number
 
 OPTIMIZERS = ("adam", "adamw")
+OBJECTIVES = ("ddpm", "flow")
+# The fields of DDPM alone: flow matching's time is continuous (t in [0, 1], the network sees
+# 1000·t: minidiff/diffusion/flow_matching.py) and its loss is the velocity MSE.
+DDPM_FIELDS = ("timesteps", "schedule", "parameterization", "loss", "mu_mse_weight", "variance")
 
 
 def option(default, help, choices=None, range=None, number=None):
@@ -60,6 +64,12 @@ class TrainConfig:
     dropout: float = option(0.0, "U-Net dropout probability (Ho et al. 2020: 0.1 on CIFAR-10)",
                             number=dict(lo=0, hi=1, hi_open=True))
     # diffusion
+    objective: str = option("ddpm", "ddpm: Ho et al. 2020's diffusion, sampled by Algorithm 2 "
+                            "or DDIM; flow: flow matching (Lipman et al. 2022; Liu et al. "
+                            "2022's rectified flow): the network predicts the velocity x1 - x0 "
+                            "of the straight path from data x0 to noise x1, sampled by Euler's "
+                            "method (sample --sampler euler); the DDPM fields below stay at "
+                            "their defaults", choices=OBJECTIVES)
     timesteps: int = option(1000, "T, the number of diffusion steps (Ho et al. 2020: 1000)",
                             range=(1, 100_000))
     schedule: str = option("linear", "β schedule; the β-range ones are Ho et al. 2020's "
@@ -113,8 +123,10 @@ class TrainConfig:
     RESUMABLE = ("steps", "out_dir", "ckpt_every", "sample_every", "n_samples", "log_every",
                  "data_path")
     # A run state of format 1 (checkpoints written before 2026-12-06) may lack the fields added
-    # during its life, which take these values; format 2 must hold every field.
+    # during its life, which take these values; format 2 lacks only the fields added with
+    # format 3 (and so does format 1); format 3 must hold every field.
     FORMAT_1_DEFAULTS = {"fourier_levels": 0}       # added 2026-11-29
+    FORMAT_2_DEFAULTS = {"objective": "ddpm"}       # added 2026-12-06, with format 3
 
     def validate(self):
         """Check every field, then the rules between fields. The error names the field, the
@@ -154,6 +166,8 @@ class TrainConfig:
             raise ValueError("loss: 'hybrid' trains a learned variance; set variance "
                              f"'learned_range', got {self.variance!r}")
         schedule_betas(self.schedule, self.timesteps)           # a bad T fails here, clearly
+        if self.objective == "flow":
+            check_ddpm_fields_at_defaults(self)
         return self
 
     def to_json(self):
@@ -162,17 +176,41 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d, run_format):
         """The config a checkpoint of `run_format` saved. No default fills a missing field,
-        except FORMAT_1_DEFAULTS in a format-1 checkpoint."""
+        except FORMAT_1_DEFAULTS and FORMAT_2_DEFAULTS in a format-1 checkpoint, and
+        FORMAT_2_DEFAULTS in a format-2 one."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"TrainConfig: unknown fields {unknown}")
-        defaults = cls.FORMAT_1_DEFAULTS if run_format == 1 else {}
+        defaults = {1: {**cls.FORMAT_1_DEFAULTS, **cls.FORMAT_2_DEFAULTS},
+                    2: cls.FORMAT_2_DEFAULTS}.get(run_format, {})
         missing = sorted(names - set(d) - set(defaults))
         if missing:
             raise ValueError(f"TrainConfig: missing field{'s' * (len(missing) > 1)} "
                              f"{', '.join(missing)} (no default stands in for a saved value)")
         return cls(**{**defaults, **d})
+
+
+def check_ddpm_fields_at_defaults(cfg):
+    """objective 'flow': every field of DDPM alone at its default (they would go unused)."""
+    for f in dataclasses.fields(cfg):
+        if f.name in DDPM_FIELDS and getattr(cfg, f.name) != f.default:
+            raise ValueError(f"{f.name}: a DDPM setting, unused by objective 'flow' (continuous "
+                             f"t in [0, 1], the velocity MSE); got {getattr(cfg, f.name)!r}, "
+                             f"allowed with flow: {f.default!r} (the default)")
+
+
+def check_sampler(cfg, sampler, variance):
+    """The sampler of the run's objective: euler for flow; ancestral or ddim for DDPM."""
+    if cfg.objective == "flow" and sampler != "euler":
+        raise ValueError(f"sampler: this run learned a velocity (objective 'flow'); sample it "
+                         f"with 'euler' (Euler's method), got {sampler!r}")
+    if cfg.objective == "flow" and variance is not None:
+        raise ValueError(f"variance: a flow run (objective 'flow') has no sigma_t^2 to "
+                         f"choose; got {variance!r}, leave it out")
+    if cfg.objective == "ddpm" and sampler not in ("ancestral", "ddim"):
+        raise ValueError(f"sampler: got {sampler!r}, allowed for a DDPM run (objective "
+                         "'ddpm'): ancestral, ddim ('euler' samples a flow run)")
 
 
 def check_field(f, value):

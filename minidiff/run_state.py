@@ -17,8 +17,10 @@ from .checkpoint import check_like
 from .config import TrainConfig
 
 # The version of what a checkpoint's metadata holds. 1: until 2026-12-06 (no "run_format" key);
-# 2: every config field present, the data's record ("data": minidiff/data_source.py).
-RUN_FORMAT = 2
+# 2: every config field present, the data's record ("data": minidiff/data_source.py);
+# 3: the config's objective too (flow matching). Older formats take the defaults of
+# TrainConfig.FORMAT_1_DEFAULTS and FORMAT_2_DEFAULTS for what they lack.
+RUN_FORMAT = 3
 
 
 def refuse(path, field, msg):
@@ -57,10 +59,10 @@ def state(t, streams=None):
 
 
 def run_format(path, meta):
-    """The checkpoint's run-state format: 1 (before the key existed) or RUN_FORMAT."""
+    """The checkpoint's run-state format: 1 (before the key existed) to RUN_FORMAT."""
     version = meta.get("run_format", 1)
-    if version not in (1, RUN_FORMAT):
-        refuse(path, "meta.run_format", f"got {version!r:.40}; this minidiff reads 1 and "
+    if isinstance(version, bool) or version not in range(1, RUN_FORMAT + 1):
+        refuse(path, "meta.run_format", f"got {version!r:.40}; this minidiff reads 1 to "
                f"{RUN_FORMAT} (a checkpoint from a newer minidiff?)")
     return version
 

@@ -27,9 +27,10 @@ import numpy as np
 
 from . import backend, data, data_source, distributed, metrics, rundir, run_state, runlog, viz
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, schedule_betas
+from .config import TrainConfig, check_sampler, schedule_betas
 from .datakinds import DATA_KINDS, draw_points
-from .diffusion import (GaussianDiffusion, ddim_sample_loop_progressive, ddim_timesteps)
+from .diffusion import (FlowMatching, GaussianDiffusion, ddim_sample_loop_progressive,
+                        ddim_timesteps)
 from .models import MLPDenoiser, unet_from_preset
 from .optim import EMA, Adam, AdamW, LinearWarmup, clip_grad_norm
 from .progress import Progress
@@ -62,7 +63,10 @@ def build_model(cfg, shape):
 
 
 def build_diffusion(cfg, variance=None):
-    """The run's diffusion; with another (fixed) `variance`, one for sampling only."""
+    """The run's diffusion (its flow matching for objective 'flow'); with another (fixed)
+    `variance`, one for sampling only."""
+    if cfg.objective == "flow":
+        return FlowMatching()
     if variance in (None, cfg.variance):
         return GaussianDiffusion(schedule_betas(cfg.schedule, cfg.timesteps),
                                  parameterization=cfg.parameterization, variance=cfg.variance,
@@ -342,26 +346,31 @@ class Trainer:
         return runlog.read_log(self.log_path)
 
     # -------------------------------------------------------------------- sampling
-    def sample(self, n, use_ema=True, sampler="ancestral", variance=None, ddim_steps=50,
-               eta=0.0, frames=0):
-        """n samples (Ho et al. 2020, Algorithm 2, or DDIM), from the EMA weights by default.
+    def sample(self, n, use_ema=True, sampler=None, variance=None, ddim_steps=50,
+               eta=0.0, frames=0, euler_steps=100):
+        """n samples (Ho et al. 2020, Algorithm 2, or DDIM; Euler's method for a flow run),
+        from the EMA weights by default. sampler None: ancestral, or euler for a flow run.
 
         Returns (x0 (n, ...), trajectory): the trajectory is a list of (s, x_s) with about
-        `frames` states of the reverse process, from s = T down to s = 0 (empty if frames=0).
+        `frames` states of the reverse process, from s = T down to s = 0 (empty if frames=0;
+        a flow run's s is its time, 1 down to 0).
         The training RNG is left as it was, so sampling during training never changes a run.
         """
+        sampler = sampler or ("euler" if self.cfg.objective == "flow" else "ancestral")
+        check_sampler(self.cfg, sampler, variance)
+        args = (n, sampler, variance, ddim_steps, eta, frames, euler_steps)
         state = backend.get_rng_state()
         self.model.eval()
         try:
             if use_ema:
                 with self.ema.swapped_in(self.model):
-                    return self._sample(n, sampler, variance, ddim_steps, eta, frames)
-            return self._sample(n, sampler, variance, ddim_steps, eta, frames)
+                    return self._sample(*args)
+            return self._sample(*args)
         finally:
             self.model.train()
             backend.set_rng_state(state)
 
-    def _sample(self, n, sampler, variance, ddim_steps, eta, frames):
+    def _sample(self, n, sampler, variance, ddim_steps, eta, frames, euler_steps):
         shape = (n,) + self.shape
         clip = self.kind.clip                               # images live in [-1, 1]
         d, model = self.diffusion, self.model
@@ -369,15 +378,16 @@ class Trainer:
             d = build_diffusion(self.cfg, variance)
             if self.diffusion.variance == "learned_range" and d.variance != "learned_range":
                 model = _mean_half(self.model)                      # keep the first C channels
-        if sampler == "ddim":
+        if sampler == "euler":                              # flow: dx/dt = v_θ, t = 1 → 0
+            chain = d.euler_sample_progressive(model, shape, euler_steps)
+            n_states = euler_steps + 1
+        elif sampler == "ddim":
             chain = ddim_sample_loop_progressive(d, model, shape, num_steps=ddim_steps,
                                                  eta=eta, clip_denoised=clip)
             n_states = len(ddim_timesteps(d.num_timesteps, ddim_steps)) + 1
-        elif sampler == "ancestral":
+        else:                                               # ancestral (checked in sample)
             chain = d.p_sample_loop_progressive(model, shape, clip_denoised=clip)
             n_states = d.num_timesteps + 1                  # x_T, x_{T-1}, ..., x_0
-        else:
-            raise ValueError(f"sampler: got {sampler!r}, allowed: ancestral, ddim")
         keep = viz.frame_indices(n_states, frames) if frames else set()
         trajectory = []
         for k, (s, x) in enumerate(chain):

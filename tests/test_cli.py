@@ -27,8 +27,8 @@ EXPECTED_FLAGS = {
               "--check-every"}
     | {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
     "sample": {"--run", "--pretrained", "--data-path", "--sampler", "--variance", "--ddim-steps",
-               "--eta", "--n", "--no-ema", "--gif", "--frames", "--out", "--seed", "--device",
-               "--threads"},
+               "--eta", "--euler-steps", "--n", "--no-ema", "--gif", "--frames", "--out", "--seed",
+               "--device", "--threads"},
     "nll": {"--run", "--pretrained", "--data", "--data-path", "--n", "--batch-size", "--no-ema",
             "--seed", "--device", "--threads"},
     "demo": {"--out-dir", "--steps", "--timesteps", "--n", "--seed", "--device", "--threads"},
@@ -39,6 +39,7 @@ EXPECTED_FLAGS = {
 def test_train_flags_offer_exactly_the_config_fields_choices_and_the_registries():
     by_flag = {a.option_strings[0]: a for a in subparser("train")._actions if a.option_strings}
     registries = {   # written out here, the independent oracle
+        "objective": {"ddpm", "flow"},
         "schedule": {"linear", "quadratic", "sigmoid", "constant", "cosine"},
         "parameterization": {"eps", "x0", "mu", "v"},
         "loss": {"simple", "mu_mse", "kl", "hybrid"},
@@ -108,7 +109,10 @@ def test_top_level_help_lists_the_commands(capsys):
     (["train", "--loss", "mu_mse"], "--loss", "set parameterization='mu'"),
     (["train", "--data", "rings", "--model", "tiny"], "--model", "needs model 'mlp'"),
     (["train", "--timesteps", "10"], "--timesteps", "needs T >= 21"),
-    (["sample", "--run", "r", "--sampler", "euler"], "--sampler", "'ancestral', 'ddim'"),
+    (["sample", "--run", "r", "--sampler", "heun"], "--sampler", "'ancestral', 'ddim', 'euler'"),
+    (["sample", "--run", "r", "--euler-steps", "0"], "--euler-steps",
+     "must be an int in [1, 100000]"),
+    (["train", "--objective", "rectified"], "--objective", "'ddpm', 'flow'"),
     (["sample", "--run", "r", "--variance", "learned"], "--variance",
      "'fixed_large', 'fixed_small'"),
     (["sample", "--run", "r", "--ddim-steps", "0"], "--ddim-steps",

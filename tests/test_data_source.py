@@ -183,7 +183,7 @@ def test_a_format_1_checkpoint_takes_only_its_documented_defaults(tmp_path, caps
 
 
 @pytest.mark.parametrize("edit, words", [
-    (lambda meta: meta.update(run_format=3), "meta.run_format: got 3"),
+    (lambda meta: meta.update(run_format=4), "meta.run_format: got 4"),
     (lambda meta: meta.pop("data"), "meta.data: missing"),
     (lambda meta: meta.update(data={"kind": "file"}), "meta.data: not the record"),
     (lambda meta: meta.pop("device"), "meta.device"),

@@ -15,7 +15,8 @@
 Time arrays are 0-based, as in Ho et al.'s code: index t holds the paper's step t+1.
 """
 from .ddim import ddim_sample_loop, ddim_sample_loop_progressive, ddim_step, ddim_timesteps
-from .flow_matching import (flow_euler_sample, flow_matching_loss, flow_path,
+from .flow_matching import (FLOW_TIME_SCALE, FlowMatching, flow_euler_sample,
+                            flow_euler_sample_progressive, flow_matching_loss, flow_path,
                             flow_velocity_target)
 from .gaussian_diffusion import (LOSSES, MU_MSE_WEIGHTS, PARAMETERIZATIONS, VARIANCES,
                                  GaussianDiffusion, Prediction, calc_bpd_loop, extract, prior_bpd)

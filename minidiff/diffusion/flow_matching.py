@@ -8,6 +8,9 @@ way: here t = 0 is data and t = 1 is noise. A model v_θ(x, t) is trained by the
 velocity, and sampling integrates dx/dt = v_θ from t = 1 down to t = 0 with Euler steps.
 Unlike GaussianDiffusion, t is continuous: the model is called as model(x_t, t) with a
 constant Tensor x_t (B, ...) and a float array t (B,) in [0, 1].
+
+`minidiff train --objective flow` uses FlowMatching, which offers the trainer
+GaussianDiffusion's training_losses and hands the network 1000·t (FLOW_TIME_SCALE).
 """
 import numpy as np
 
@@ -68,6 +71,14 @@ def flow_matching_loss(model, x0, t=None, noise=None, dtype=None):
 def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float32):
     """Integrate dx/dt = v_θ(x, t) from t = 1 (x1 ~ N(0, I), or the given x1) to t = 0 with
     `num_steps` Euler steps: x ← x - Δt · v_θ(x, t), Δt = 1/num_steps."""
+    for _, x in flow_euler_sample_progressive(model, shape, num_steps, x1, dtype):
+        pass
+    return x
+
+
+def flow_euler_sample_progressive(model, shape=None, num_steps=100, x1=None, dtype=np.float32):
+    """flow_euler_sample's states as they come: (t, x_t) for t = 1, 1 - Δt, …, 0, that is
+    num_steps + 1 pairs, the last x_0 the sample."""
     num_steps = check_int("num_steps", num_steps, 1)
     dtype = np.dtype(dtype)
     if x1 is None:
@@ -76,6 +87,7 @@ def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float3
         x1 = backend.rng().standard_normal(tuple(shape), dtype=dtype)
     x = as_batch("x1", x1, dtype)
     dt = 1.0 / num_steps
+    yield 1.0, x
     for k in range(num_steps):
         t = backend.xp().full((x.shape[0],), 1.0 - k * dt, dtype=dtype)     # t_k = 1 - k Δt
         with no_grad():
@@ -83,4 +95,33 @@ def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float3
         v = v.data if isinstance(v, Tensor) else backend.xp().asarray(v, dtype=dtype)
         check_same_shape("model output", v, "x", x)
         x = x - v * dt                                                       # Euler, t → t - Δt
-    return x
+        yield round(1.0 - (k + 1) * dt, 6), x
+
+
+# The network's time input: 1000·t, the range DDPM's integer timesteps span, so the sinusoidal
+# embedding (Ho et al. 2020, App. B) tells times apart; fed t in [0, 1] itself, most of its
+# frequencies (down to 1e-4 rad per unit) would turn less than a degree from t = 0 to t = 1.
+FLOW_TIME_SCALE = 1000.0
+
+
+class FlowMatching:
+    """Flow matching as `minidiff train --objective flow` runs it: the trainer's interface of
+    GaussianDiffusion (training_losses) and Euler's method, with the network called as
+    model(x_t, FLOW_TIME_SCALE · t)."""
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+
+    def velocity(self, model):
+        """v_θ(x, t) = model(x, 1000·t) for t in [0, 1]."""
+        return lambda x_t, t: model(x_t, t * FLOW_TIME_SCALE)
+
+    def training_losses(self, model, x0, t=None, noise=None):
+        """The velocity MSE of each example, a Tensor (B,); t ~ U[0, 1] and the noise x1 are
+        drawn unless given (flow_matching_loss)."""
+        return flow_matching_loss(self.velocity(model), x0, t=t, noise=noise, dtype=self.dtype)
+
+    def euler_sample_progressive(self, model, shape, num_steps):
+        """(t, x_t) from t = 1 (noise) to 0 by num_steps Euler steps of v_θ."""
+        return flow_euler_sample_progressive(self.velocity(model), shape, num_steps,
+                                             dtype=self.dtype)
