@@ -72,6 +72,10 @@ def saved_config(path, meta):
     saved = meta.get("config")
     if not isinstance(saved, dict):
         refuse(path, "meta.config", "missing or not a JSON object")
+    if run_format(path, meta) < 3 and saved.get("model") == "cifar10":
+        refuse(path, "meta.config.model", "a 'cifar10' run from before 2026-12-06, when the "
+               "preset took Ho et al.'s stride-2 padding and GroupNorm ε: its weights belong "
+               "to another network than this minidiff builds")
     try:
         return TrainConfig.from_json(saved, run_format(path, meta)).validate()
     except (ValueError, TypeError) as e:

@@ -191,3 +191,14 @@ def test_a_format_1_checkpoint_takes_only_its_documented_defaults(tmp_path, caps
 def test_a_format_2_checkpoint_must_hold_its_fields(tmp_path, capsys, edit, words):
     run = edited_checkpoint(tmp_path, capsys, edit)
     assert words in one_line_failure(["sample", "--run", run, "--n", "20"], capsys)
+
+
+@pytest.mark.parametrize("run_format, refused", [(1, True), (2, True), (3, False)])
+def test_a_cifar10_run_from_before_ho_et_als_padding_is_refused(tmp_path, capsys, run_format,
+                                                                 refused):
+    def as_cifar10(meta):                  # only the config is edited: it is read first
+        meta.update(run_format=run_format)
+        meta["config"].update(model="cifar10", data="digits")
+    run = edited_checkpoint(tmp_path, capsys, as_cifar10)
+    line = one_line_failure(["sample", "--run", run, "--n", "20"], capsys)
+    assert ("meta.config.model: a 'cifar10' run from before 2026-12-06" in line) == refused, line
