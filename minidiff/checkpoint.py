@@ -27,7 +27,7 @@ import re
 import numpy as np
 
 from .npzread import NUMERIC, Npz
-from .rundir import write_atomic
+from .atomic import write_atomic
 
 FORMAT = "minidiff-checkpoint-v1"
 MAX_BYTES = 4 * 2**30       # arrays and file, when the caller knows no tighter limit

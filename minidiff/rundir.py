@@ -2,13 +2,27 @@
 at a time, files replaced atomically, and an --overwrite that keeps the old run whole until the
 new one has a checkpoint.
 
+    run = open_run("runs/roll", resume, overwrite)   # a trainer's: claim, lock, recover, and
+                                         # run.start: "new", "resume" or "overwrite"
+    run.begin(config)                    # training starts: an --overwrite's old run aside
+    run.saved()                          # a checkpoint is on disk: the old run dropped
+    run.failed(); run.release()          # or put back, if the new run failed before that
+
     claim("runs/roll")                   # new or empty: marked ours; a user's folder: refused
     lock = RunLock("runs/roll")          # a second trainer on runs/roll is refused by name
     recover("runs/roll")                 # finish what a killed --overwrite left half done
-    write_atomic("runs/roll/log.csv", text)
+    write_atomic("runs/roll/log.csv", text)     # minidiff/atomic.py's, used here too
     aside = move_run_aside("runs/roll")  # --overwrite: the old run waits in .previous/
     commit(aside)                        # after the new run's first checkpoint is on disk
     restore(aside)                       # or, if the new run failed before that
+
+What a run writes into its folder (RUN_FILES; anything else there is the user's):
+    checkpoint.npz   weights, optimiser state, EMA, step, the RNG state and the config: all it
+                     takes to continue bit for bit (minidiff/run_state.py)
+    log.csv          step, loss, grad_norm, lr: one row per `log_every` steps (runlog.py)
+    loss.png         the loss curve, redrawn at every checkpoint
+    samples*.png     sample pictures from the EMA weights
+    config.json      the config, for people to read
 
 Every step that moves files is one rename or a repeatable sequence of renames, so a kill -9 at
 any moment leaves a state that `recover` turns back into one whole run; `sample` and `nll` call
@@ -16,11 +30,13 @@ recover_for_reading, so whichever command comes next puts the old run back.
 """
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
-import tempfile
 import time
+
+from .atomic import TEMP, fsync_dir, write_atomic
 
 MARK = ".minidiff-run"              # written first into a folder minidiff makes its own
 MARK_TEXT = "a minidiff run folder: --overwrite replaces only the files minidiff wrote here\n"
@@ -28,7 +44,6 @@ LOCK = ".lock"                      # flock'ed by the trainer; holds its PID for
 PREVIOUS = ".previous"              # the old run, whole, while a new run overwrites it
 MOVING = ".previous.partial"        # the old run part way into (or back out of) .previous/
 DISCARD = ".previous.discard"       # the old run, after the new run's first checkpoint
-TEMP = ".tmp-"                      # temporary files are .tmp-<pid>-<random><suffix>
 # What a run writes into its folder: only these are moved aside by --overwrite; anything else
 # a user keeps in the folder is left where it is.
 RUN_FILES = re.compile(r"(checkpoint\.npz|log\.csv|config\.json|loss\.png|samples(_\d+)?\.png)")
@@ -36,14 +51,6 @@ RUN_FILES = re.compile(r"(checkpoint\.npz|log\.csv|config\.json|loss\.png|sample
 
 class RunFolderBusy(RuntimeError):
     """Another process holds the run folder's lock."""
-
-
-def _fsync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)                    # make renames and unlinks in the folder durable
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ whose folder
@@ -141,44 +148,76 @@ class RunLock:
         return self.fd is not None
 
 
-# ------------------------------------------------------------------------------ files
-def write_atomic(path, data):
-    """Replace `path` by `data` (bytes or str) so that a kill at any moment leaves the old file
-    or the new one: write a temporary file beside it, fsync, rename over, fsync the folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP}{os.getpid()}-", suffix=suffix, dir=folder)
+# ------------------------------------------------------------------------------ a trainer's
+def open_run(folder, resume=False, overwrite=False, say=print):
+    """Take `folder` for a trainer: claim it, lock it, finish a killed --overwrite (said through
+    `say`), then decide what to do with a run already in it. Returns its RunFolder, whose
+    start is "resume" (--resume and a checkpoint: continue it), "overwrite" (--overwrite and a
+    checkpoint: begin() moves it aside) or "new". A run with neither flag is refused in one
+    line, the lock let go and the folder as it was."""
+    claim(folder)                                   # a user's folder: refused, untouched
+    lock = RunLock(folder)                          # before we look at what is there
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, 0o666 & ~umask())     # mkstemp's 0600 -> any tool's mode (0644)
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())        # the bytes are on disk before the name points at them
-        os.replace(tmp, path)           # atomic on POSIX: the old file or the new, never half
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno and e.filename is None:   # ENOSPC: which file
-            raise OSError(e.errno, e.strerror, path) from e
+        note = recover(folder)
+        if note:
+            say(note)
+        if not os.path.exists(os.path.join(folder, "checkpoint.npz")):
+            if resume:
+                say(f"resume: no checkpoint in {folder}; starting from step 0")
+            return RunFolder(folder, lock, "new")
+        if resume or overwrite:
+            return RunFolder(folder, lock, "resume" if resume else "overwrite")
+        raise FileExistsError(f"out_dir: {folder} already holds a run "
+                              f"({os.path.join(folder, 'checkpoint.npz')}); pass --resume to "
+                              "continue it, --overwrite to start it again, or choose another "
+                              "--out-dir")
+    except BaseException:
+        lock.release()
         raise
-    _fsync_dir(folder)
 
 
-def umask():
-    """The process's umask, read without changing it: os.umask can only set it, and setting
-    it to read it races with other threads creating files. Linux has it in /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)                  # elsewhere: set it and put it straight back
-    os.umask(mask)
-    return mask
+class RunFolder:
+    """A trainer's run folder from open_run to the end of its run: the lock (none for a
+    trainer that only reads, or a rank that is not rank 0), how the run starts, and an
+    --overwrite's old run, which waits in .previous/ from begin() until the new run's first
+    checkpoint is on disk (saved), or goes back if the new run fails before that (failed)."""
+
+    def __init__(self, folder, lock=None, start="new"):
+        self.folder, self.lock, self.start = folder, lock, start
+        self.previous = None                        # .previous/, while the old run waits
+
+    def begin(self, config, say=print):
+        """Training starts (rank 0): the lock (again, for a second run), the old run aside
+        (--overwrite), the mark, stale temporary files removed, config.json written."""
+        if self.lock is None or not self.lock.held:
+            self.lock = RunLock(self.folder)
+        if self.start == "overwrite":               # once: a second run() keeps the new run
+            self.previous, self.start = move_run_aside(self.folder), "new"
+        mark(self.folder)                           # a run from before the mark: ours now
+        for tmp in remove_stale_temp_files(self.folder):
+            say(f"removed {tmp}, left half-written by a killed run")
+        write_atomic(os.path.join(self.folder, "config.json"),
+                     json.dumps(config, indent=1) + "\n")
+
+    def saved(self):
+        """The new run's checkpoint is on disk: the old run is dropped."""
+        if self.previous is not None:
+            commit(self.previous)
+            self.previous = None
+
+    def failed(self):
+        """The new run failed: before its first checkpoint, the old run is put back."""
+        if self.previous is not None:
+            restore(self.previous)
+            self.previous = None
+
+    def release(self):
+        """Let go of the folder (a trainer does when its run ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
+# ------------------------------------------------------------------------------ files
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -220,7 +259,7 @@ def move_run_aside(folder):
     for name in _run_files(folder):
         os.replace(os.path.join(folder, name), os.path.join(moving, name))
     os.replace(moving, previous)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return previous
 
 
@@ -229,7 +268,7 @@ def commit(previous):
     folder = os.path.dirname(previous)
     discard = os.path.join(folder, DISCARD)
     os.replace(previous, discard)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     shutil.rmtree(discard)
 
 
@@ -242,7 +281,7 @@ def restore(previous):
     os.replace(previous, moving)            # from here on, recover() moves them back
     _move_all(moving, folder)
     os.rmdir(moving)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def recover(folder):
@@ -257,7 +296,7 @@ def recover(folder):
     if os.path.isdir(os.path.join(folder, MOVING)):         # a move aside or back, cut short
         _move_all(os.path.join(folder, MOVING), folder)
         os.rmdir(os.path.join(folder, MOVING))
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return f"{folder}: an interrupted --overwrite was undone; the earlier run is in place"
     return None
 

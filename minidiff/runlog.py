@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .rundir import write_atomic
+from .atomic import write_atomic
 
 LOG_HEADER = "step,loss,grad_norm,lr"
 

@@ -6,20 +6,14 @@
         step on ∇θ ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²   or the loss the config chooses
     until converged
 
-A run lives in one folder (minidiff/rundir.py keeps it whole):
-    checkpoint.npz   weights, optimiser state, EMA, step, the RNG state and the config: all it
-                     takes to continue bit for bit (minidiff/run_state.py)
-    log.csv          step, loss, grad_norm, lr: one row per `log_every` steps (runlog.py)
-    loss.png         the loss curve, redrawn at every checkpoint
-    samples*.png     sample pictures from the EMA weights
-    config.json      the config, for people to read
+A run lives in one folder: checkpoint.npz, log.csv, loss.png, samples*.png, config.json
+(minidiff/rundir.py says what each holds, and keeps them whole).
 
     trainer = Trainer(TrainConfig(data="swiss_roll", steps=2000, out_dir="runs/roll")).run()
     trainer = Trainer(cfg, resume=True).run()     # continues a killed run exactly
     trainer = Trainer.from_checkpoint("runs/roll/checkpoint.npz")   # for sampling
 """
 import io
-import json
 import math
 import os
 
@@ -90,47 +84,33 @@ class Trainer:
 
     resume=True continues from out_dir/checkpoint.npz (if there is one); overwrite=True starts
     afresh over an existing run. Without either, a folder that already holds a run is refused,
-    so nothing is lost by accident.
-
-    The trainer holds the folder's lock (minidiff.rundir) from here to the end of run(): a
-    second trainer on the same folder is refused. With overwrite=True the old run is moved
-    aside when run() starts and dropped only once the new run's first checkpoint is on disk;
-    if the new run fails before that, the old run is put back.
-    """
+    so nothing is lost by accident. The trainer holds the folder from here to the end of run()
+    (rundir.open_run: its lock; an --overwrite's old run, whole until the new one's checkpoint)."""
 
     def __init__(self, cfg, resume=False, overwrite=False, quiet=False):
-        self.quiet = quiet
-        cfg.validate()
-        world = distributed.init().join(cfg)             # N ranks (mpiexec): minidiff/distributed
+        self.quiet, self._folder = quiet, rundir.RunFolder(cfg.out_dir)   # no lock yet
+        world = distributed.init().join(cfg.validate())  # N ranks (mpiexec): minidiff/distributed
         if not world.writer:                             # ranks 1..N-1: rank 0 keeps the folder
-            self.quiet, self._lock = True, distributed.FollowerLock()
+            self.quiet = True
             self._build(cfg)
-            world.follow(self)                           # from rank 0's checkpoint, if it took one
+            start = world.follow()                       # rank 0's first step: 0, or its
+            if start:                                    # checkpoint's, read here too
+                self.load(self.ckpt_path)
+            if self.step != start:
+                raise distributed.RankFailure(f"rank {world.rank}: read step {self.step} from "
+                                              f"{self.ckpt_path}, rank 0 read step {start}")
             return
-        self._lock = None
         try:
-            rundir.claim(cfg.out_dir)                    # a user's folder: refused, untouched
-            self._lock = rundir.RunLock(cfg.out_dir)     # before we look at what is there
-            self._say(rundir.recover(cfg.out_dir))
+            self._folder = rundir.open_run(cfg.out_dir, resume, overwrite, self._say)
             self._build(cfg)
-            if os.path.exists(self.ckpt_path):
-                if resume:
-                    self.load(self.ckpt_path)
-                    self._say(f"resume: continuing {cfg.out_dir} from step {self.step}")
-                elif overwrite:
-                    self._overwrite = True              # run() moves the old run aside
-                else:
-                    raise FileExistsError(
-                        f"out_dir: {cfg.out_dir} already holds a run ({self.ckpt_path}); pass "
-                        "--resume to continue it, --overwrite to start it again, or choose "
-                        "another --out-dir")
-            elif resume:
-                self._say(f"resume: no checkpoint in {cfg.out_dir}; starting from step 0")
-            world.lead(self)
+            if self._folder.start == "resume":
+                self.load(self.ckpt_path)
+                self._say(f"resume: continuing {cfg.out_dir} from step {self.step}")
+            world.lead(self.step)
         except BaseException as e:
             self.close()
             if not isinstance(e, distributed.RankFailure):
-                world.lead(self, failed=e)               # N ranks: the others stop too
+                world.lead(failed=True)                  # N ranks: the others stop too
             raise
 
     def _build(self, cfg, with_data=True):
@@ -145,14 +125,12 @@ class Trainer:
         self.shape = self.kind.shape(cfg)
         self.model = build_model(cfg, self.shape)
         self.diffusion = build_diffusion(cfg)
-        self.params = self.model.parameters()
+        self.params = list(self.model.parameters())
         opt_cls = AdamW if cfg.optimizer == "adamw" else Adam
         self.opt = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.warmup = LinearWarmup(self.opt, cfg.warmup, cfg.lr)
         self.ema = EMA(self.model, decay=cfg.ema_decay)
         self.step = 0
-        self._replacing = None              # the old run's .previous/ while it is replaced
-        self._overwrite = False
         self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.npz")
         self.log_path = os.path.join(cfg.out_dir, "log.csv")
         self._log = None
@@ -161,10 +139,9 @@ class Trainer:
     def from_checkpoint(cls, path, quiet=True, data_path=None):
         """A trainer holding a saved run (its config and weights), for sampling and
         evaluation. `path` is a checkpoint or a run folder. It writes nothing but what undoes
-        a killed --overwrite (rundir.recover_for_reading), and
-        an image run does not need its training images. A 2-D run reads its data (the plots'
-        reference) where it was trained, or at `data_path` if it moved; either way it must be
-        the same data (check_data)."""
+        a killed --overwrite (rundir.recover_for_reading); an image run needs no images. A
+        2-D run reads its data (the plots' reference) where it was trained, or at `data_path`
+        if it moved; either way it must be the same data (check_data)."""
         note = rundir.recover_for_reading(path)      # a killed --overwrite: the old run back
         if note:
             print(note, flush=True)                  # files moved: said even when quiet
@@ -175,7 +152,7 @@ class Trainer:
         cfg.out_dir = os.path.dirname(os.path.abspath(path))
         cfg.data_path = cfg.data_path if data_path is None else data_path
         self = cls.__new__(cls)
-        self.quiet, self._lock = quiet, None        # reading takes no lock
+        self.quiet, self._folder = quiet, rundir.RunFolder(cfg.out_dir)   # reading: no lock
         self.ckpt_path, self.saved_meta = path, meta
         points = not DATA_KINDS[cfg.data].images    # points: the data is the plots' reference
         if points:
@@ -194,58 +171,63 @@ class Trainer:
 
     def close(self):
         """Let go of the run folder (run() does this when it ends)."""
-        if self._lock is not None:
-            self._lock.release()
+        self._folder.release()
 
     def _say(self, msg):
         if msg and not self.quiet:
             print(msg, flush=True)
 
     # ---------------------------------------------------- Ho et al. 2020, Algorithm 1
-    def next_batch(self):
-        """x0: a batch drawn with replacement through the library's generator."""
-        g = backend.rng()
-        idx = backend.to_numpy(g.integers(0, len(self.data), size=self.cfg.batch_size))  # (B,)
-        if isinstance(self.data, data.ImageFolder):
-            x0 = self.data.batch(idx, rng=g)                          # (B, C, H, W)
+    def draw(self):
+        """Ho et al. 2020, Alg. 1, lines 2-4 for the global batch of B, from the shared stream:
+        x0 ~ q(x0) (with replacement), t ~ U{0..T-1} (flow: U[0, 1)) and ε ~ N(0, I). One
+        process keeps all B rows; N ranks keep their own (minidiff/distributed: World.rows)."""
+        B, g = self.cfg.batch_size, backend.rng()
+        host = getattr(g, "host", g)                     # on a GPU: drawn on the host, moved
+        idx = host.integers(0, len(self.data), size=B)                           # (B,)
+        x0 = (self.data.batch(idx, rng=host) if isinstance(self.data, data.ImageFolder)
+              else self.data[idx])                        # (B, 2) or (B, C, H, W): on the host
+        if self.cfg.objective == "flow":
+            t = host.random(B, dtype=self.diffusion.dtype)          # Lipman et al. 2022: U[0, 1)
         else:
-            x0 = self.data[idx]                                       # (B, 2) or (B, C, H, W)
-        return backend.xp().asarray(x0)                               # on the device
+            t = host.integers(0, self.diffusion.num_timesteps, size=B)               # (B,)
+        noise = host.standard_normal(x0.shape, dtype=self.diffusion.dtype)           # ε
+        rows, xp = distributed.world().rows(B), backend.xp()
+        return xp.asarray(x0[rows]), xp.asarray(t[rows]), xp.asarray(noise[rows])
 
     def train_step(self):
-        """One update; returns (loss, grad_norm, lr). Raises NonFiniteLoss before any change
-        to the weights if the loss or the gradient is NaN or inf."""
-        x0 = self.next_batch()                                   # Ho et al. 2020, Alg. 1, l. 2
-        with np.errstate(over="ignore", invalid="ignore"):       # checked just below
-            world = distributed.world()                          # N ranks: this rank's rows
-            losses = world.training_losses(self.diffusion, self.model, x0)  # Ho 2020, l. 3-4
-            loss = losses.mean()
-            value = world.mean_loss(loss.item())                 # N ranks: the global batch's
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"step {self.step + 1}: the loss is {value}; training stopped. "
-                                f"{self._last_good()} Try a lower --lr, more --warmup, or "
-                                "--loss simple.")
+        """One update of Ho et al. 2020's Algorithm 1; returns (loss, grad_norm, lr). Raises
+        NonFiniteLoss before any change to the weights if the loss or the gradient is NaN or
+        inf. N ranks (minidiff/distributed): draw keeps this rank's rows, own_stream gives its
+        dropout the rank's own stream, all_reduce averages the loss and gradients over all B."""
+        world = distributed.world()                              # one process, or N ranks
+        x0, t, noise = self.draw()                               # Ho et al. 2020, Alg. 1, l. 2-4
         self.opt.zero_grad()
-        loss.backward()
-        distributed.world().average_gradients(self.params)      # N ranks: the mean gradient
+        with world.own_stream(), np.errstate(over="ignore", invalid="ignore"):  # checked below
+            loss = self.diffusion.training_losses(self.model, x0, t, noise).mean()   # line 5
+            loss.backward()                                      # its gradient ∇θ
+        value = world.all_reduce(loss.item(), self.params)      # N ranks: the mean over all B
+        self._stop_unless_finite("loss", value, " Try a lower --lr, more --warmup, or --loss "
+                                 "simple.")
         grad_norm = clip_grad_norm(self.params, self.cfg.grad_clip)   # Ho et al.: clip to 1
-        if not math.isfinite(grad_norm):
-            raise NonFiniteLoss(f"step {self.step + 1}: the gradient norm is {grad_norm}; "
-                                f"training stopped. {self._last_good()}")
+        self._stop_unless_finite("gradient norm", grad_norm)
         lr = self.opt.lr
         self.opt.step()                                          # Ho et al. 2020, Alg. 1, l. 5
         self.warmup.step()
-        # EMA with a warm-up: decay min(d, (1 + k)/(10 + k)) after k updates, as TF's
-        # ExponentialMovingAverage(num_updates=k) does, so short runs are not averaged
-        # mostly with the random initial weights (0.999^300 ≈ 0.74 of them would remain).
+        # EMA with TF's ExponentialMovingAverage(num_updates=k) warm-up, decay min(d, (1 + k)/
+        # (10 + k)): short runs are not mostly their random start (0.999^300 ≈ 0.74 of it).
         self.ema.decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         self.ema.update()
         self.step += 1
-        distributed.world().check_in(self)                       # N ranks: no drift
         return value, grad_norm, lr
 
+    def _stop_unless_finite(self, what, value, advice=""):
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"step {self.step + 1}: the {what} is {value}; training "
+                                f"stopped. {self._last_good()}{advice}")
+
     def _last_good(self):
-        if self._replacing is not None:
+        if self._folder.previous is not None:
             return (f"No checkpoint of this run was written, so the run it was to overwrite "
                     f"in {self.cfg.out_dir} is put back as it was.")
         if os.path.exists(self.ckpt_path):
@@ -254,23 +236,15 @@ class Trainer:
 
     def run(self, final_samples=True):
         """Train from self.step to cfg.steps; then (if final_samples) draw samples.png."""
-        cfg = self.cfg
-        if self._lock is None or not self._lock.held:   # a second run() of this trainer
-            self._lock = rundir.RunLock(cfg.out_dir)
         try:
-            if self._overwrite:                         # the old run waits in .previous/
-                self._replacing = rundir.move_run_aside(cfg.out_dir)
-                self._overwrite = False
             self._train()
             if final_samples:
                 self.save_samples("samples.png")
         except BaseException:
-            if self._replacing is not None:             # failed before its first checkpoint
-                rundir.restore(self._replacing)
-                self._replacing = None
+            self._folder.failed()           # --overwrite, no checkpoint yet: the old run back
             raise
         finally:
-            self._lock.release()
+            self._folder.release()
         return self
 
     def _train(self):
@@ -279,34 +253,29 @@ class Trainer:
         cfg = self.cfg
         self._log = io.StringIO()                    # N ranks: only rank 0 writes the folder
         if distributed.writes():
-            rundir.mark(cfg.out_dir)                 # a run from before the mark: ours now
-            for tmp in rundir.remove_stale_temp_files(cfg.out_dir):
-                self._say(f"removed {tmp}, left half-written by a killed run")
+            self._folder.begin(cfg.to_json(), self._say)   # --overwrite: the old run aside
             self._log, note = runlog.open_log(self.log_path, self.step)   # a damaged line:
             self._say(note)                                                 # dropped, said
-            rundir.write_atomic(os.path.join(cfg.out_dir, "config.json"),
-                                json.dumps(cfg.to_json(), indent=1) + "\n")
         bar = Progress(cfg.steps, start=self.step, desc="train",
                        stream=io.StringIO() if self.quiet else None)
         self.model.train()
         try:
             while self.step < cfg.steps:
                 loss, gnorm, lr = self.train_step()
+                distributed.world().check_in(self.step, self.params)   # N ranks: no drift
                 if self.step % cfg.log_every == 0:
                     self._log.write(runlog.format_row(self.step, loss, gnorm, lr))
                 bar.update(1, loss=loss)
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                     self._log.flush()                 # every logged row is on disk first
                     self.save(self.ckpt_path)
-                    if self._replacing is not None:   # the new run is durable: drop the old
-                        rundir.commit(self._replacing)
-                        self._replacing = None
+                    self._folder.saved()              # the new run is durable: drop the old
                     self.plot_losses()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.save_samples(f"samples_{self.step:06d}.png")
         except NonFiniteLoss:
             self._log.flush()
-            if self._replacing is None:
+            if self._folder.previous is None:
                 self.plot_losses()
             raise
         finally:

@@ -84,24 +84,27 @@ class Slot(Ranks):
 
 
 # ------------------------------------------------------------------------------ in-process
-def test_each_rank_sees_its_rows_of_the_one_process_batch_t_and_noise(tmp_path):
+def test_each_rank_sees_its_rows_of_the_one_process_batch_t_and_noise(tmp_path, monkeypatch):
     t = Trainer(cfg_of(tmp_path / "run"), quiet=True)
     seen = []
 
     def spy(x_t, steps):                   # x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε, row by row: exact
         seen.append((x_t.data.copy(), np.asarray(steps).copy()))
         return t.model(x_t, steps)
-    x0 = t.next_batch()                                                  # (64, 2)
     start = backend.get_rng_state()
-    t.diffusion.training_losses(spy, x0)                                 # one process
+    t.diffusion.training_losses(spy, *t.draw())                          # one process, (64, 2)
     after = backend.get_rng_state()
     for rank in (0, 1):
         backend.set_rng_state(start)
-        Slot(2, rank).training_losses(t.diffusion, spy, x0)              # rank of 2
+        monkeypatch.setattr(distributed.launch, "_world", [Slot(2, rank)])   # rank of 2
+        x0, steps, noise = t.draw()
+        assert backend.get_rng_state() == after        # the shared stream stays in step
+        with distributed.world().own_stream():
+            t.diffusion.training_losses(spy, x0, steps, noise)
         rows = slice(32 * rank, 32 * (rank + 1))
         np.testing.assert_array_equal(seen[-1][0], seen[0][0][rows])
         np.testing.assert_array_equal(seen[-1][1], seen[0][1][rows])
-        assert backend.get_rng_state() == after        # the shared stream stays in step
+        assert backend.get_rng_state() == after
     t.close()
 
 
@@ -143,7 +146,7 @@ def test_bad_rank_flags_are_refused_by_name(argv, says, capsys):
 def test_one_process_is_the_identity_world():
     w = distributed.world()
     assert (w.size, w.rank, w.writer, w.checkpoint_meta()) == (1, 0, True, {})
-    assert w.mean_loss(0.1) == 0.1
+    assert w.all_reduce(0.1, []) == 0.1
 
 
 class OneGpu(Ranks):
@@ -189,7 +192,7 @@ def test_the_nccl_step_on_one_gpu_equals_the_one_process_step(tmp_path, monkeypa
     for world in (None, "nccl"):
         backend.manual_seed(0)
         if world:
-            monkeypatch.setitem(distributed._world, 0, OneGpu())
+            monkeypatch.setattr(distributed.launch, "_world", [OneGpu()])
         t = Trainer(cfg_of(tmp_path / str(world), steps=5), quiet=True)
         losses = [t.train_step()[0] for _ in range(5)]
         runs.append((losses, [backend.to_numpy(p.data) for p in t.params]))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from minidiff import rundir
+from minidiff import atomic, rundir
 from minidiff.cli import main
 from minidiff.runlog import LOG_HEADER, open_log, read_log_rows
 from minidiff.train import Trainer
@@ -316,10 +316,10 @@ def test_the_umask_is_read_without_changing_it(monkeypatch, mask):
         raise OSError("no /proc here")
     before = os.umask(mask)
     try:
-        assert rundir.umask() == mask                   # from /proc/self/status
+        assert atomic.umask() == mask                   # from /proc/self/status
         with monkeypatch.context() as m:
-            m.setattr(rundir, "open", no_proc, raising=False)
-            assert rundir.umask() == mask               # set and put straight back
+            m.setattr(atomic, "open", no_proc, raising=False)
+            assert atomic.umask() == mask               # set and put straight back
         assert os.umask(mask) == mask                   # and it is still the same
     finally:
         os.umask(before)

@@ -135,8 +135,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     t = Trainer(tiny(tmp_path, steps=40, ckpt_every=5), quiet=True)
     real = t.diffusion.training_losses
 
-    def poisoned(model, x0):
-        losses = real(model, x0)
+    def poisoned(model, x0, *drawn):                     # drawn: t and ε
+        losses = real(model, x0, *drawn)
         if t.step >= 12:                                 # the 13th step's loss is NaN
             return losses * float("nan")
         return losses

@@ -1,5 +1,8 @@
-"""`mpiexec -n N minidiff train ...`: what the command line does differently with N ranks.
+"""`mpiexec -n N minidiff train ...`: which world this process is in, and what the command
+line does differently with N ranks.
 
+    init()                             joins the ranks the launcher started (one process:
+                                       World); world() is it from then on
     data_parallel(parser, cmd_train)   adds --rank-timeout and --check-every; returns the
                                        command, run as one of N ranks when launched so
     report("minidiff: error: ...")     one failure line; with N ranks, then the whole job ends
@@ -13,9 +16,43 @@ import os
 import sys
 import time
 
+from .ranks import World
+
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 GRACE_S = 2.0         # a failing rank > 0 waits this long, so that rank 0's line comes first
 FORWARD_S = 1.0          # seconds between a failing rank's last line and its MPI_Abort
+
+
+_world = [World()]
+
+
+def world():
+    """This process's World: one process unless init() found N > 1 ranks."""
+    return _world[0]
+
+
+def writes():
+    """Whether this process keeps the run folder: one process, or rank 0 of N."""
+    return _world[0].writer
+
+
+def init(timeout=None, check_every=None):
+    """Join the ranks mpiexec or srun started (one process: nothing to join). Returns the
+    World, which the Trainer's hooks use from then on."""
+    if launched_size() > 1 and _world[0].size == 1:
+        from .mpi import MPIWorld                    # mpi4py: imported by N ranks only
+        w = MPIWorld()
+        if w.size != launched_size():
+            raise RuntimeError(f"the launcher started {launched_size()} ranks but MPI sees "
+                               f"{w.size}: mpi4py's MPI is not the launcher's; use the "
+                               "mpiexec of the MPI that mpi4py was built with")
+        _world[0] = w
+    w = _world[0]
+    if timeout is not None:
+        w.timeout = float(timeout)
+    if check_every is not None:
+        w.check_every = int(check_every)
+    return w
 
 
 def launched_size():
@@ -39,7 +76,6 @@ def data_parallel(parser, command):
                              "weights, and stop if they drifted (default: 100)")
 
     def run(args):
-        from . import init
         w = init(timeout=args.rank_timeout, check_every=args.check_every)
         if w.size > 1:
             args.quiet = args.quiet or not w.writer
@@ -66,7 +102,6 @@ def pin_to_share(local_rank, local_size):
 def report(line):
     """Print a failure line. With N ranks, end every rank of the job at once: a rank whose
     peer failed would otherwise wait, in a collective, until the timeout."""
-    from . import world
     w = world()
     if w.size == 1:
         print(line, file=sys.stderr)

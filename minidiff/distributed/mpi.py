@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .. import backend
-from . import Ranks, RankFailure
+from .ranks import RankFailure, Ranks
 
 SLOT = 4096           # bytes of one rank's message in _allgather and _bcast (JSON, a digest)
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import RankFailure
+from .ranks import RankFailure
 
 UID_BYTES = 128                      # NCCL_UNIQUE_ID_BYTES
 _TYPES = {np.dtype(np.float32): "NCCL_FLOAT32", np.dtype(np.float64): "NCCL_FLOAT64"}
