@@ -12,9 +12,10 @@ setup(
     # threadpoolctl caps BLAS threads at run time (the 2-D MLP runs 2-5x faster on one thread);
     # nothing hand-written can do that once NumPy is loaded.
     # matplotlib draws the loss curves and scatter plots (Pillow keeps the grids and GIFs);
-    # safetensors reads and writes diffusers' weights as plain arrays (minidiff.pretrained)
+    # safetensors reads and writes diffusers' weights and minidiff.save's state dicts as plain
+    # arrays (never pickle); tqdm (small, pure Python) draws the progress bars
     install_requires=["numpy>=1.23", "pillow>=9", "threadpoolctl>=3", "matplotlib>=3.5",
-                      "safetensors>=0.4"],
+                      "safetensors>=0.4", "tqdm>=4.60"],
     extras_require={
         # CuPy for the CUDA version `nvidia-smi` reports; "cuda" is an alias of cuda12
         "cuda12": ["cupy-cuda12x"],
@@ -24,7 +25,6 @@ setup(
         # the digits tests need scikit-learn's bundled digits
         "test": ["pytest>=7", "hypothesis>=6", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc>=13",
                  "scikit-learn"],
-        "progress": ["tqdm"],
         # data-parallel training over N ranks (`mpiexec -n N minidiff train`): mpi4py, and
         # MPICH's wheel, which puts `mpiexec` beside the Python that installed it
         "mpi": ["mpi4py>=4", "mpich"],

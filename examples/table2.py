@@ -84,7 +84,7 @@ def protocol(target, args, seed, out_dir):
 
 def train(cfg):
     """Train one row; (trainer, None) or (trainer or None, 'why it is unstable')."""
-    trainer = Trainer(cfg, overwrite=True, quiet=True)
+    trainer = Trainer(cfg, overwrite=True, quiet=False)         # the training bar on stderr
     try:
         trainer.run(final_samples=False)
     except NonFiniteLoss as e:
@@ -168,7 +168,8 @@ def test_bpd(trainer, x, batch):
     with trainer.ema.swapped_in(model):
         for i in range(0, len(x), batch):
             xb = backend.xp().asarray(x[i:i + batch])
-            totals.append(calc_bpd_loop(trainer.diffusion, model, xb)["total_bpd"])
+            bound = calc_bpd_loop(trainer.diffusion, model, xb, progress=True)  # a bar
+            totals.append(bound["total_bpd"])
     total = np.concatenate(totals)
     sem = total.std(ddof=1) / math.sqrt(len(total)) if len(total) > 1 else float("nan")
     return float(total.mean()), float(sem)

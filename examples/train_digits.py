@@ -48,7 +48,12 @@ def main():
     # 64 samples from the EMA weights (Ho et al. 2020, Alg. 2), and the reverse process as a GIF.
     backend.manual_seed(1)
     t0 = time.perf_counter()
-    x, trajectory = trainer.sample(64, frames=40)         # (64, 1, 16, 16) in [-1, 1]
+    model = trainer.model.eval()
+    with trainer.ema.swapped_in(model):                   # a bar over the T steps on stderr
+        chain = trainer.diffusion.p_sample_loop_progressive(
+            model, (64, 1, 16, 16), every=max(1, cfg.timesteps // 40), progress=True)
+        trajectory = [(s, backend.to_numpy(x)) for s, x in chain]       # about 40 states
+    x = trajectory[-1][1]                                  # (64, 1, 16, 16) in [-1, 1]
     viz.save_image_grid(x, f"{args.out_dir}/grid.png", nrow=8, scale=3)
     frames = [viz.image_grid(np.clip(s, -1, 1), nrow=8, scale=3) for _, s in trajectory]
     viz.save_gif(frames + frames[-1:] * 10, f"{args.out_dir}/reverse.gif", duration_ms=80)
@@ -63,7 +68,8 @@ def main():
     with trainer.ema.swapped_in(model):
         for i in range(0, len(test), 120):
             xb = backend.xp().asarray(test[i:i + 120])
-            totals.append(calc_bpd_loop(trainer.diffusion, model, xb)["total_bpd"])
+            bound = calc_bpd_loop(trainer.diffusion, model, xb, progress=True)  # a bar: T steps
+            totals.append(bound["total_bpd"])
     total = np.concatenate(totals)
     print(f"test bits/dim: {total.mean():.3f} ± {total.std(ddof=1) / np.sqrt(len(total)):.3f} "
           f"on {len(total)} test digits, T = {cfg.timesteps} "

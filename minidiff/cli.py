@@ -27,9 +27,10 @@ import time
 import numpy as np
 
 from . import backend, cli_pretrained, demo, distributed, gpucheck, memory
-from .cli_common import (add_common, add_config_flags, describe, fail, flagged, float_in,
-                         image_outputs, int_at_least, os_failure, png_path, refuse_unless_fits,
-                         sample_in_batches, scatter_outputs, set_device, set_threads)
+from .cli_common import (add_common, add_config_flags, describe, fail, fill_config, flagged,
+                         float_in, image_outputs, int_at_least, os_failure, png_path,
+                         refuse_unless_fits, sample_in_batches, scatter_outputs, set_device,
+                         set_threads)
 from .config import TrainConfig, check_sampler
 from .datakinds import DATA_KINDS
 from .diffusion import VARIANCES, calc_bpd_loop
@@ -77,6 +78,25 @@ def load_run(args, data_path=None):
     return trainer
 
 
+def sample_name(args, cfg):
+    """The default picture of `sample`: named by its sampler and steps, then by each choice
+    that changes the picture (eta, variance, raw weights, seed, n), so that no two commands
+    write the same file: sample-ancestral1000.png, sample-ddim50-eta1-raw.png."""
+    steps = {"ddim": args.ddim_steps, "euler": args.euler_steps}.get(args.sampler, cfg.timesteps)
+    parts = [f"sample-{args.sampler}{steps}"]
+    if args.sampler == "ddim" and args.eta:
+        parts.append(f"eta{args.eta:g}")
+    if args.variance is not None:
+        parts.append(args.variance)
+    if args.no_ema:
+        parts.append("raw")
+    if args.seed:
+        parts.append(f"seed{args.seed}")
+    if args.n is not None:
+        parts.append(f"n{args.n}")
+    return "-".join(parts) + ".png"
+
+
 def cmd_sample(args):
     if args.pretrained and args.sampler == "euler":
         fail(f"--sampler: 'euler' samples a flow run (train --objective flow); --pretrained "
@@ -100,8 +120,8 @@ def cmd_sample(args):
                           f"got {args.ddim_steps}")
     backend.manual_seed(args.seed)
     n = args.n or trainer.kind.n_pictured
-    out = png_path("--out", os.path.join(cfg.out_dir, "sample.png") if args.out is None else
-                   args.out)
+    out = png_path("--out", os.path.join(cfg.out_dir, sample_name(args, cfg)) if args.out is None
+                   else args.out)
     gif = out[:-4] + ".gif" if args.gif else None
     frames = args.frames if args.gif else 0
     refuse_unless_fits(memory.sample_bytes(cfg, n, frames), "the samples and their picture",
@@ -242,7 +262,10 @@ def build_parser():
     p.add_argument("--frames", type=int_at_least(2, 1000), default=50,
                    help="about this many GIF frames (default: 50)")
     p.add_argument("--out", default=None,
-                   help="the PNG to write (default: RUN/sample.png; the GIF takes its name)")
+                   help="the PNG to write (default: in the run's folder, named by the "
+                        "sampler, its steps and the other flags given, such as "
+                        "sample-ddim50.png or sample-ancestral1000-raw.png; the GIF takes "
+                        "its name)")
     p.add_argument("--seed", type=int_at_least(0, 2**63 - 1), default=0,
                    help="sampling seed (default: 0)")
     add_common(p)
@@ -292,6 +315,8 @@ def sigterm_as_ctrl_c():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":                     # flags, else --config's file, else defaults
+        fill_config(args)
     args.blas_limits = None
     try:
         with sigterm_as_ctrl_c():

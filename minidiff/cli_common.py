@@ -9,6 +9,7 @@ else in the command line, so no command module imports another.
 """
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ import sys
 import numpy as np
 
 from . import backend, distributed, memory, viz
-from .config import TrainConfig
+from .config import TrainConfig, check_field
 
 # ------------------------------------------------------------------------------ argument types
 
@@ -65,24 +66,66 @@ def flag(name):
 
 def add_config_flags(p):
     """One flag per TrainConfig field, its type, allowed values and help read from the field
-    (minidiff/config.py), so the flags and validate() cannot disagree."""
+    (minidiff/config.py), so the flags and validate() cannot disagree; and --config FILE.
+
+    Every field's flag defaults to None, so that a flag left out can be told from one given:
+    `fill_config` puts in the --config file's value, else the field's default."""
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         meta, default = f.metadata, getattr(defaults, f.name)
         help_text = meta["help"] + (f" (default: {default!r})" if default != "" else "")
         if isinstance(default, bool):
-            p.add_argument(flag(f.name), action="store_true", help=help_text)
+            p.add_argument(flag(f.name), action="store_true", default=None, help=help_text)
         elif meta["choices"] is not None:
-            p.add_argument(flag(f.name), choices=meta["choices"], default=default,
+            p.add_argument(flag(f.name), choices=meta["choices"],
                            type=type(meta["choices"][0]), help=help_text)
         elif meta["range"] is not None:
-            p.add_argument(flag(f.name), type=int_at_least(*meta["range"]), default=default,
-                           help=help_text)
+            p.add_argument(flag(f.name), type=int_at_least(*meta["range"]), help=help_text)
         elif meta["number"] is not None:
-            p.add_argument(flag(f.name), type=float_in(**meta["number"]), default=default,
-                           help=help_text)
+            p.add_argument(flag(f.name), type=float_in(**meta["number"]), help=help_text)
         else:
-            p.add_argument(flag(f.name), default=default, help=help_text)
+            p.add_argument(flag(f.name), help=help_text)
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="a run's config.json: its fields replace the defaults, and the flags "
+                        "given override them (repeat a run with --out-dir NEW, or extend it "
+                        "with --resume --steps N)")
+
+
+def fill_config(args):
+    """The train command's fields on `args`: each flag given, else the --config file's value,
+    else TrainConfig's default."""
+    saved = read_config_file(args.config) if args.config else {}
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if getattr(args, f.name) is None:
+            setattr(args, f.name, saved.get(f.name, getattr(defaults, f.name)))
+    return args
+
+
+def read_config_file(path):
+    """A config.json as a dict of checked TrainConfig fields; fail() in one line naming the
+    file and the field otherwise (it may leave fields out: they take their defaults)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+    except OSError as e:
+        fail(f"--config {path}: {describe(e)}")
+    except ValueError as e:                         # not JSON, or not UTF-8
+        fail(f"--config {path}: not a JSON file of TrainConfig fields ({e})")
+    if not isinstance(saved, dict):
+        fail(f"--config {path}: must hold a JSON object of TrainConfig fields, as a run's "
+             f"config.json does; got a {type(saved).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(saved) - set(fields))
+    if unknown:
+        fail(f"--config {path}: unknown field {unknown[0]!r} (the fields are the flags of "
+             f"`minidiff train --help`, with _ for -)")
+    for name, value in saved.items():
+        try:
+            check_field(fields[name], value)
+        except ValueError as e:
+            fail(f"--config {path}: {e}")
+    return saved
 
 
 # ------------------------------------------------------------------------------ shared helpers

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # `train` also has one flag per TrainConfig field.
 EXPECTED_FLAGS = {
     "train": {"--resume", "--overwrite", "--quiet", "--device", "--threads", "--rank-timeout",
-              "--check-every"}
+              "--check-every", "--config"}
     | {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
     "sample": {"--run", "--pretrained", "--data-path", "--sampler", "--variance", "--ddim-steps",
                "--eta", "--euler-steps", "--n", "--no-ema", "--gif", "--frames", "--out", "--seed",

@@ -38,7 +38,7 @@ def test_timestep_out_of_range(d, t, fragment):
 @pytest.mark.parametrize("t, fragment", [
     (np.array([0, 1]), "shape (B,) = (3,)"),
     (np.zeros((3, 1), dtype=np.int64), "got shape (3, 1)"),
-    (np.array([0.0, 1.0, 2.0]), "integer"),
+    (np.array([0.0, 1.5, 2.0]), "integer"),
     (np.array([True, False, True]), "integer"),
 ])
 def test_timesteps_that_do_not_fit_the_batch(d, t, fragment):

@@ -32,14 +32,14 @@ def test_no_grad_builds_no_graph():
     assert not y.requires_grad and y._prev == () and y._backward is None
     with pytest.raises(RuntimeError, match="does not require grad"):
         y.backward()
-    assert minidiff.tensor.is_grad_enabled()
+    assert minidiff.is_grad_enabled()
 
 
 def test_no_grad_restores_the_flag_after_an_exception():
     with pytest.raises(ZeroDivisionError):
         with no_grad():
             1 / 0
-    assert minidiff.tensor.is_grad_enabled()
+    assert minidiff.is_grad_enabled()
 
 
 def test_gradients_do_not_leak_between_calls():

@@ -63,7 +63,7 @@ def assert_unchanged(module, before):
 def test_named_parameters_names_and_order():
     net = Net()
     assert [n for n, _ in net.named_parameters()] == NET_NAMES
-    assert net.parameters() == [p for _, p in net.named_parameters()]
+    assert list(net.parameters()) == [p for _, p in net.named_parameters()]
     assert all(isinstance(p, Parameter) and p.requires_grad for p in net.parameters())
     assert net.blocks[0].layers[1].bias is None
     assert net.num_parameters() == (8 + 4) + 2 * (4 + 4 + 12 + 3 + 12 + 1) + (8 + 2)
@@ -341,7 +341,7 @@ def test_identity_and_relu():
     x = Tensor(np.random.default_rng(3).uniform(-2, 2, (2, 3)))
     assert Identity()(x) is x
     np.testing.assert_array_equal(ReLU()(x).data, np.maximum(x.data, 0))
-    assert Identity().parameters() == [] and ReLU().parameters() == []
+    assert list(Identity().parameters()) == [] and list(ReLU().parameters()) == []
 
 
 def test_named_modules_walks_depth_first_and_lists_a_shared_module_once():

@@ -277,4 +277,4 @@ def test_a_thread_started_inside_no_grad_starts_with_gradients_on():
     with no_grad():
         _in_thread(lambda: seen.append(is_grad_enabled()), errors).join(10)
         assert not is_grad_enabled()
-    assert not errors and seen == [True] and minidiff.tensor.is_grad_enabled()
+    assert not errors and seen == [True] and minidiff.is_grad_enabled()

@@ -236,7 +236,7 @@ def test_a_model_left_on_the_cpu_is_refused_in_one_line_then_moved():
     net = WithBuffers()
     x = arrays((5, 3), 4).astype(np.float32)
     ref = net(Tensor(x)).data
-    params = net.parameters()
+    params = list(net.parameters())
     for p in params:
         p.grad = np.ones_like(p.data)
     with fake_cuda():
@@ -247,7 +247,7 @@ def test_a_model_left_on_the_cpu_is_refused_in_one_line_then_moved():
         with pytest.raises(RuntimeError, match=r"^Linear: parameter 'weight' is on cpu but"):
             net.body(Tensor(x))
         assert net.to("cuda") is net
-        assert net.parameters() == params                     # the same Parameter objects
+        assert list(net.parameters()) == params                  # the same Parameter objects
         tensors = params + [net.scale]
         assert all(type(t.data) is DeviceArray and t.device == "cuda" for t in tensors)
         assert all(type(p.grad) is DeviceArray for p in params)
@@ -305,7 +305,7 @@ def test_a_unet_is_refused_at_its_first_layer_and_moved_whole():
 
 def test_module_to_is_all_or_nothing_and_checks_the_name(monkeypatch):
     net = WithBuffers()
-    before = [t.data for t in net.parameters() + [net.scale]]
+    before = [t.data for t in [*net.parameters(), net.scale]]
     calls = []
 
     def failing_array_on(a, device):
@@ -317,7 +317,7 @@ def test_module_to_is_all_or_nothing_and_checks_the_name(monkeypatch):
     monkeypatch.setattr(minidiff.nn.module, "array_on", failing_array_on)
     with pytest.raises(RuntimeError, match="out of memory"):
         net.to("cuda")
-    after = [t.data for t in net.parameters() + [net.scale]]
+    after = [t.data for t in [*net.parameters(), net.scale]]
     assert all(a is b for a, b in zip(after, before))        # not one array was replaced
     with pytest.raises(ValueError, match=r"Module.to: device: got 'gpu', allowed: cpu, cuda"):
         net.to("gpu")

@@ -5,11 +5,10 @@ names the argument, the value it got and what is allowed. Scalar arguments are c
 minidiff/validate.py. Only public entry points call these, once: a loop of T steps checks its
 inputs before the loop, not T times.
 """
-import numbers
-
 import numpy as np
 
 from .. import backend
+from ..models.embedding import as_time_array
 from ..tensor import Tensor
 
 
@@ -48,18 +47,16 @@ def check_same_shape(name, x, ref_name, ref):
 def as_timesteps(t, num_timesteps, batch, name="t"):
     """0-based timestep indices as an int64 array of shape (batch,).
 
-    Index t holds the paper's step t+1 (Ho et al.'s code uses the same convention), so the
-    allowed range is [0, T-1]. A Python int is repeated over the batch.
+    t may be an int (repeated over the batch), a list, an array or a Tensor (whose floats must
+    be whole numbers), as a model takes it (models.embedding.as_time_array). Index t holds the
+    paper's step t+1 (Ho et al.'s code uses the same convention), so the allowed range is
+    [0, T-1].
     """
     xp = backend.xp()
-    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-        t = xp.full((batch,), int(t), dtype=xp.int64)
-    t = xp.asarray(t)
-    if t.dtype.kind not in "iu":
-        raise ValueError(f"{name}: must hold integer timestep indices, got dtype {t.dtype}")
-    if t.shape != (batch,):
-        raise ValueError(f"{name}: must have shape (B,) = ({batch},), one index per example "
-                         f"of the batch, got shape {tuple(t.shape)}")
+    t = as_time_array(name, t, batch)
+    if t.dtype.kind == "f" and bool((t != xp.round(t)).any()):
+        raise ValueError(f"{name}: must hold integer timestep indices, got fractional values "
+                         f"such as {float(t[t != xp.round(t)][0]):g}")
     lo, hi = int(t.min()), int(t.max())
     if lo < 0 or hi >= num_timesteps:
         raise ValueError(f"{name}: indices must lie in [0, {num_timesteps - 1}] (0-based: index "

@@ -14,6 +14,7 @@ minidiff.cuda).
 import numpy as np
 
 from .. import backend, cuda
+from ..progress import countdown
 from ..tensor import no_grad
 from ..validate import check_int, check_number
 from ._checks import as_start
@@ -76,18 +77,19 @@ def ddim_reverse_step(d, pred_x0, x_t, t, t_prev, eta, z, clip_denoised=True):
 
 
 def ddim_sample_loop_progressive(d, model, shape=None, timesteps=None, num_steps=50, eta=0.0,
-                                 x_T=None, clip_denoised=True):
+                                 x_T=None, clip_denoised=True, progress=False):
     """DDIM from x_T ~ N(0, I) (or the given x_T) over `timesteps` (default: `num_steps` of
     them, evenly spread). Yields (s, x_s) with s in the paper's numbering, as
     p_sample_loop_progressive does: first the start (s = τ_S + 1), then the state after each
-    step (s = τ_{i-1} + 1), and last the sample (s = 0). The inputs are checked once."""
+    step (s = τ_{i-1} + 1), and last the sample (s = 0). The inputs are checked once.
+    progress=True shows a bar of the S steps on stderr."""
     eta = check_number("eta", eta, 0)
     xp = backend.xp()
     ts = (ddim_timesteps(d.num_timesteps, num_steps) if timesteps is None
           else check_timesteps(timesteps, d.num_timesteps))
     x = as_start("x_T", shape, x_T, d.dtype)
     yield int(ts[-1]) + 1, x
-    for i in reversed(range(len(ts))):
+    for i in countdown(len(ts), "ddim", progress):
         t = xp.full((x.shape[0],), int(ts[i]), dtype=np.int64)                   # τ_i
         t_prev = xp.full((x.shape[0],), int(ts[i - 1]) if i > 0 else -1, dtype=np.int64)
         with no_grad():
@@ -98,10 +100,11 @@ def ddim_sample_loop_progressive(d, model, shape=None, timesteps=None, num_steps
 
 
 def ddim_sample_loop(d, model, shape=None, timesteps=None, num_steps=50, eta=0.0, x_T=None,
-                     clip_denoised=True):
-    """DDIM sampling (Song et al. 2021, Eq. 12): returns the final sample."""
+                     clip_denoised=True, progress=False):
+    """DDIM sampling (Song et al. 2021, Eq. 12): returns the final sample. progress=True shows
+    a bar of the steps on stderr."""
     x = None
     for _, x in ddim_sample_loop_progressive(d, model, shape, timesteps, num_steps, eta, x_T,
-                                             clip_denoised):
+                                             clip_denoised, progress):
         pass
     return x

@@ -15,6 +15,7 @@ GaussianDiffusion's training_losses and hands the network 1000·t (FLOW_TIME_SCA
 import numpy as np
 
 from .. import backend
+from ..progress import bar
 from ..tensor import Tensor, no_grad
 from ..validate import check_int
 from ._checks import as_batch, check_same_shape
@@ -68,17 +69,19 @@ def flow_matching_loss(model, x0, t=None, noise=None, dtype=None):
     return mean_flat((out - flow_velocity_target(x0, x1)) ** 2)             # the velocity MSE
 
 
-def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float32):
+def flow_euler_sample(model, shape=None, num_steps=100, x1=None, dtype=np.float32,
+                      progress=False):
     """Integrate dx/dt = v_θ(x, t) from t = 1 (x1 ~ N(0, I), or the given x1) to t = 0 with
-    `num_steps` Euler steps: x ← x - Δt · v_θ(x, t), Δt = 1/num_steps."""
-    for _, x in flow_euler_sample_progressive(model, shape, num_steps, x1, dtype):
+    `num_steps` Euler steps: x ← x - Δt · v_θ(x, t), Δt = 1/num_steps. progress: a bar."""
+    for _, x in flow_euler_sample_progressive(model, shape, num_steps, x1, dtype, progress):
         pass
     return x
 
 
-def flow_euler_sample_progressive(model, shape=None, num_steps=100, x1=None, dtype=np.float32):
+def flow_euler_sample_progressive(model, shape=None, num_steps=100, x1=None, dtype=np.float32,
+                                  progress=False):
     """flow_euler_sample's states as they come: (t, x_t) for t = 1, 1 - Δt, …, 0, that is
-    num_steps + 1 pairs, the last x_0 the sample."""
+    num_steps + 1 pairs, the last x_0 the sample. progress=True shows a bar on stderr."""
     num_steps = check_int("num_steps", num_steps, 1)
     dtype = np.dtype(dtype)
     if x1 is None:
@@ -88,7 +91,7 @@ def flow_euler_sample_progressive(model, shape=None, num_steps=100, x1=None, dty
     x = as_batch("x1", x1, dtype)
     dt = 1.0 / num_steps
     yield 1.0, x
-    for k in range(num_steps):
+    for k in bar(range(num_steps), "euler", progress):
         t = backend.xp().full((x.shape[0],), 1.0 - k * dt, dtype=dtype)     # t_k = 1 - k Δt
         with no_grad():
             v = model(Tensor(x), t)
@@ -121,7 +124,7 @@ class FlowMatching:
         drawn unless given (flow_matching_loss)."""
         return flow_matching_loss(self.velocity(model), x0, t=t, noise=noise, dtype=self.dtype)
 
-    def euler_sample_progressive(self, model, shape, num_steps):
+    def euler_sample_progressive(self, model, shape, num_steps, progress=False):
         """(t, x_t) from t = 1 (noise) to 0 by num_steps Euler steps of v_θ."""
         return flow_euler_sample_progressive(self.velocity(model), shape, num_steps,
-                                             dtype=self.dtype)
+                                             dtype=self.dtype, progress=progress)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import backend, cuda
 from .. import functional as F
+from ..progress import countdown
 from ..tensor import Tensor, no_grad
 from ..validate import check_choice, check_int, check_number
 from . import likelihood
@@ -281,13 +282,13 @@ class GaussianDiffusion:
     # clip_denoised=True is their code: x̂0 (Ho et al. 2020, Eq. 15) clipped to [-1, 1], then
     # μ̃_t(x_t, x̂0) (Ho et al. 2020, Eq. 7) + σ_t z.
     def p_sample_loop_progressive(self, model, shape=None, x_T=None, clip_denoised=True,
-                                  every=1):
-        """Ho et al. 2020, Algorithm 2, yielding (s, x_s) for the paper's s = T, then every
-        `every`-th state, always ending with s = 0 (the sample). x_T ~ N(0, I) unless given."""
+                                  every=1, progress=False):
+        """Ho et al. 2020, Algorithm 2 (progress: a bar), yielding (s, x_s) for the paper's s = T,
+        then every `every`-th state, ending with s = 0 (the sample). x_T ~ N(0, I) unless given."""
         x = as_start("x_T", shape, x_T, self.dtype)               # Ho et al. 2020, Alg. 2, l. 1
         every = check_int("every", every, 1)
         yield self.num_timesteps, x
-        for i in reversed(range(self.num_timesteps)):             # Ho et al. 2020, Alg. 2, l. 2
+        for i in countdown(self.num_timesteps, "sample", progress):  # Ho et al. 2020, Alg. 2, l. 2
             t = backend.xp().full((x.shape[0],), i, dtype=np.int64)   # (B,), the paper's i+1
             z = backend.rng().standard_normal(x.shape, dtype=self.dtype)   # line 3
             with no_grad():
@@ -296,9 +297,9 @@ class GaussianDiffusion:
             if i % every == 0:
                 yield i, x
 
-    def p_sample_loop(self, model, shape=None, x_T=None, clip_denoised=True):
-        """Ho et al. 2020, Algorithm 2: from x_T ~ N(0, I) (or the given x_T) to a sample."""
-        for _, x in self.p_sample_loop_progressive(model, shape, x_T, clip_denoised):
+    def p_sample_loop(self, model, shape=None, x_T=None, clip_denoised=True, progress=False):
+        """Ho et al. 2020, Algorithm 2: from x_T ~ N(0, I) (or x_T) to a sample; progress: a bar."""
+        for _, x in self.p_sample_loop_progressive(model, shape, x_T, clip_denoised, 1, progress):
             pass
         return x
 
@@ -365,16 +366,16 @@ class GaussianDiffusion:
         return likelihood.prior_bpd(x0 * self.sqrt_alphas_cumprod[-1],     # q(x_T | x0)
                                     self.log_one_minus_alphas_cumprod[-1])
 
-    def calc_bpd_loop(self, model, x0, clip_denoised=True):
+    def calc_bpd_loop(self, model, x0, clip_denoised=True, progress=False):
         """Every term of the bound (Ho et al. 2020, Eq. 5) per example, one draw of x_t per
         step, as NumPy arrays in bits/dim: total_bpd (B,) = L_T + Σ L_t + L_0 (the bound),
         prior_bpd (B,) = L_T, terms_bpd (B, T) with column t holding L_t (column 0: L_0),
         rate_bpd (B,) = L_1 + … + L_T, distortion_bpd (B,) = L_0, and the errors of x̂0
-        and ε̂ at each step, xstart_mse and eps_mse (B, T). x0 is checked once."""
+        and ε̂ at each step, xstart_mse and eps_mse (B, T). x0 is checked once; progress: a bar."""
         x0 = as_batch("x0", x0, self.dtype, min_ndim=2)
         B, T = x0.shape[0], self.num_timesteps
         terms, xstart_mse, eps_mse = np.zeros((B, T)), np.zeros((B, T)), np.zeros((B, T))
-        for i in reversed(range(T)):
+        for i in countdown(T, "bits/dim", progress):
             t = backend.xp().full((B,), i, dtype=np.int64)
             noise = backend.rng().standard_normal(x0.shape, dtype=self.dtype)
             x_t = self._x_t(x0, t, noise)                                   # x_t ~ q(x_t | x0)

@@ -1,6 +1,7 @@
 """The sinusoidal timestep embedding of Ho et al. 2020 (Appendix B), after Vaswani et al. 2017,
 and the positional encoding of input coordinates (Mildenhall et al. 2020, Eq. 4)."""
 import math
+import numbers
 
 import numpy as np
 
@@ -34,6 +35,42 @@ def _table(dim, dtype, n, flip_sin_to_cos, freq_shift):
                            freq_shift).astype(dtype)                                  # (rows, dim)
         _TABLES[key] = table
     return table
+
+
+def as_time_array(name, t, batch):
+    """Timesteps as an array (batch,) of finite numbers, however they were given.
+
+    t may be an int or float (repeated over the batch), a list, an array or a Tensor, of shape
+    () or (batch,). Integers are the diffusion's 0-based indices; floats come from flow
+    matching's continuous time (1000·t). GaussianDiffusion requires integers in [0, T)
+    (diffusion/_checks.py), the networks numbers >= 0 (`model_timesteps`).
+    """
+    xp = backend.xp()
+    if isinstance(t, Tensor):
+        t = t.data
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        t = [t]
+    t = xp.asarray(t)
+    if t.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: timesteps must be integers (or floats), got dtype {t.dtype}")
+    if t.ndim == 0 or t.shape == (1,):
+        t = xp.broadcast_to(t.reshape(1), (batch,))
+    if t.shape != (batch,):
+        raise ValueError(f"{name}: must have shape (B,) = ({batch},), one timestep per example, "
+                         f"or be a single int; got shape {tuple(t.shape)} (t has {t.size} "
+                         f"entries for a batch of {batch})")
+    if t.dtype.kind == "f" and not bool(xp.isfinite(t).all()):
+        raise ValueError(f"{name}: timesteps must be finite, got NaN or inf")
+    return t
+
+
+def model_timesteps(name, t, batch):
+    """`as_time_array`, and >= 0: what UNet and MLPDenoiser check, once per call."""
+    t = as_time_array(name, t, batch)
+    if batch and float(t.min()) < 0:
+        raise ValueError(f"{name}: timesteps must be >= 0 (0-based: index t is the paper's "
+                         f"step t+1), got min {float(t.min()):g}")
+    return t
 
 
 def timestep_embedding(t, dim, dtype=np.float32, flip_sin_to_cos=False, freq_shift=1):

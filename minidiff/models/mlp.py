@@ -16,7 +16,7 @@ import numpy as np
 from .. import functional as F
 from ..functional._util import as_tensor
 from ..nn import Linear, Module
-from .embedding import positional_encoding, timestep_embedding
+from .embedding import model_timesteps, positional_encoding, timestep_embedding
 
 
 class MLPDenoiser(Module):
@@ -39,8 +39,7 @@ class MLPDenoiser(Module):
         x = as_tensor(x)
         if x.ndim != 2 or x.shape[1] != self.data_dim:
             raise ValueError(f"MLPDenoiser: x must be (B, {self.data_dim}), got {x.shape}")
-        if len(t) != x.shape[0]:
-            raise ValueError(f"MLPDenoiser: t has {len(t)} entries for a batch of {x.shape[0]}")
+        t = model_timesteps("MLPDenoiser: t", t, x.shape[0])             # (B,)
         temb = timestep_embedding(t, self.time_dim, self.dtype)           # (B, time_dim)
         if self.fourier_levels:
             x = positional_encoding(x, self.fourier_levels)     # Mildenhall et al. 2020, Eq. 4

@@ -26,7 +26,7 @@ from ..functional.conv import upsample_nearest2d
 from ..nn import Conv2d, Dropout, GroupNorm, GroupNormSiLU, Linear, Module
 from ..tensor import Tensor
 from ..validate import check_choice, check_number
-from .embedding import timestep_embedding
+from .embedding import model_timesteps, timestep_embedding
 
 # Presets. `tiny` and `small` are the benchmark's PyTorch reference configurations (its twin,
 # benchmarks/mnist_twin.py, pads 1 and uses ε = 1e-5: the defaults); `cifar10` is Ho et al.'s
@@ -184,8 +184,7 @@ class UNet(Module):
         if x.ndim != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
             raise ValueError(f"UNet: x must be (B, {self.in_channels}, {self.image_size}, "
                              f"{self.image_size}), got {x.shape}")
-        if len(t) != x.shape[0]:
-            raise ValueError(f"UNet: t has {len(t)} entries for a batch of {x.shape[0]}")
+        t = model_timesteps("UNet: t", t, x.shape[0])             # (B,)
         temb = timestep_embedding(t, self.base, self.dtype, self.config["flip_sin_to_cos"],
                                   self.config["freq_shift"])    # (B, ch)
         temb = self.temb1(F.silu(self.temb0(temb)))             # (B, 4ch)

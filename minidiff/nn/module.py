@@ -1,7 +1,11 @@
 """Parameter and Module: the attribute walk that names parameters, state_dict and
-load_state_dict with the checks of every loaded array, and the move between devices."""
+load_state_dict with the checks of every loaded array, and the move between devices and dtypes.
+
+As in PyTorch, parameters(), named_parameters(), children() and named_children() are iterators
+(`next(model.parameters())` works; `list(...)` when you need a list)."""
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,7 +15,8 @@ from ..validate import check_bool, check_choice
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module trains: requires_grad is always True."""
+    """A Tensor that a Module trains: made with requires_grad=True (set it to False, or call
+    Module.requires_grad_(False), to freeze it)."""
 
     def __init__(self, data, dtype=None):
         super().__init__(data, requires_grad=True, dtype=dtype)
@@ -48,6 +53,13 @@ def checked_array(name, value, like):
     return checked_values(name, arr, like.dtype)
 
 
+class IncompatibleKeys(NamedTuple):
+    """What load_state_dict(strict=False) left out, as PyTorch's _IncompatibleKeys:
+    the module's names the dict lacks, and the dict's names the module lacks."""
+    missing_keys: list
+    unexpected_keys: list
+
+
 class Module:
     """Base class: subclasses set attributes in __init__ and define forward()."""
 
@@ -78,6 +90,11 @@ class Module:
     def named_children(self):
         """(name, module) for each direct child: Module attributes and lists/tuples of them."""
         return self._attributes(Module)
+
+    def children(self):
+        """Each direct child module, as `named_children` lists them (an iterator)."""
+        for _, child in self.named_children():
+            yield child
 
     def named_modules(self, prefix=""):
         """(dotted name, module) for this module (named `prefix`, "" by default) and every module
@@ -119,7 +136,9 @@ class Module:
                         yield from item._walk_parameters(f"{prefix}{name}.{i}.")
 
     def parameters(self):
-        return [p for _, p in self.named_parameters()]
+        """Every Parameter, as `named_parameters` lists them: an iterator, as in PyTorch."""
+        for _, p in self.named_parameters():
+            yield p
 
     def num_parameters(self):
         return sum(p.size for p in self.parameters())
@@ -144,6 +163,34 @@ class Module:
                   None if t.grad is None else array_on(t.grad, device)) for t in tensors]
         for t, data, grad in moved:
             t.data, t.grad = data, grad
+        return self
+
+    def cpu(self):
+        """self.to("cpu")."""
+        return self.to("cpu")
+
+    def cuda(self):
+        """self.to("cuda"): needs CuPy and a GPU (backend.set_device says what is missing)."""
+        return self.to("cuda")
+
+    def float(self):
+        """Cast every parameter, gradient and buffer to float32, in place; returns self."""
+        return self._cast(np.float32)
+
+    def double(self):
+        """Cast every parameter, gradient and buffer to float64, in place; returns self."""
+        return self._cast(np.float64)
+
+    def _cast(self, dtype):
+        """A module that records its working dtype (UNet and MLPDenoiser make their time
+        embedding in it) gets the new one too, so its forward stays in one dtype."""
+        modules = self.modules()
+        for t in {id(t): t for m in modules for _, t in m._own_tensors()}.values():
+            t.data = t.data.astype(dtype, copy=False)
+            t.grad = None if t.grad is None else t.grad.astype(dtype, copy=False)
+        for m in modules:
+            if "dtype" in vars(m):
+                m.dtype = dtype
         return self
 
     def _check_device(self):
@@ -180,9 +227,27 @@ class Module:
         return self
 
     def eval(self):
+        """self.train(False): Dropout passes its input through unchanged."""
         return self.train(False)
 
+    def apply(self, fn):
+        """fn(m) for every module below this one, children before their parent, then
+        fn(self), as in PyTorch (`model.apply(init_weights)`); returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad on every parameter (False freezes them: backward() leaves their
+        .grad alone and the optimizers skip them); returns self."""
+        requires_grad = check_bool("requires_grad_: requires_grad", requires_grad)
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
     def zero_grad(self):
+        """Set every parameter's .grad to None."""
         for p in self.parameters():
             p.grad = None
 
@@ -200,6 +265,9 @@ class Module:
         two sets of names to be equal; strict=False loads the names both have. Each array must
         have its parameter's exact shape and pass `checked_values` (a floating dtype, cast to
         the parameter's; finite values). Each lands on its parameter's device.
+
+        Returns the names left out, IncompatibleKeys(missing_keys, unexpected_keys), a named
+        tuple as PyTorch's (both empty after a strict load).
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict ({type(self).__name__}): expected a dict of "
@@ -232,7 +300,7 @@ class Module:
                   for name, arr in arrays.items()}                         # before any write
         for name, arr in arrays.items():
             own[name].data[...] = arr
-        return self
+        return IncompatibleKeys(missing, unexpected)
 
     def __repr__(self):
         children = ", ".join(name for name, _ in self.named_children())

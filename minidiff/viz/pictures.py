@@ -57,12 +57,16 @@ def _as_picture(frame, fn, k):
 # ---------------------------------------------------------------------------- image grids
 
 
+MIN_WIDTH = 256       # pixels: what save_image_grid's default scale reaches, so it can be seen
+
+
 def image_grid(x, nrow=None, padding=2, scale=1):
     """NCHW images in [-1, 1] (C = 1 or 3) tiled into one PIL image, row by row.
 
     `nrow` images go in each row (default: ceil(sqrt(N)), a square-ish grid). `padding` white
     pixels surround every image. `scale` enlarges the whole grid by pixel repetition, so one
-    image pixel becomes a scale x scale block (nearest neighbour, nothing blurred).
+    image pixel becomes a scale x scale block (nearest neighbour, nothing blurred); None picks
+    the smallest scale that makes the grid at least MIN_WIDTH (256) pixels wide.
     """
     fn = "image_grid"
     x = host(x)
@@ -72,8 +76,9 @@ def image_grid(x, nrow=None, padding=2, scale=1):
     n, c, h, w = x.shape
     nrow = math.ceil(math.sqrt(n)) if nrow is None else check_int(f"{fn}: nrow", nrow, 1)
     padding = check_int(f"{fn}: padding", padding, 0)
-    scale = check_int(f"{fn}: scale", scale, 1)
     cols, rows = min(nrow, n), math.ceil(n / nrow)
+    width = padding + cols * (w + padding)                              # GW, before scaling
+    scale = math.ceil(MIN_WIDTH / width) if scale is None else check_int(f"{fn}: scale", scale, 1)
     pixels = to_uint8(x).transpose(0, 2, 3, 1)                          # (N, H, W, C)
     canvas = np.full((padding + rows * (h + padding), padding + cols * (w + padding), c),
                      255, dtype=np.uint8)                               # (GH, GW, C) white
@@ -85,8 +90,10 @@ def image_grid(x, nrow=None, padding=2, scale=1):
     return Image.fromarray(canvas[:, :, 0] if c == 1 else canvas, "L" if c == 1 else "RGB")
 
 
-def save_image_grid(x, path, nrow=None, padding=2, scale=1):
-    """`image_grid(x, nrow, padding, scale)` saved at `path` (PNG); returns the image."""
+def save_image_grid(x, path, nrow=None, padding=2, scale=None):
+    """`image_grid(x, nrow, padding, scale)` saved at `path` (PNG); returns the image. By
+    default (scale=None) a small grid is enlarged to at least 256 pixels wide: four 16x16
+    digits in a row, 74 pixels wide at scale 1, are saved at scale 4 (296 pixels)."""
     return save(image_grid(x, nrow=nrow, padding=padding, scale=scale), path, "save_image_grid")
 
 # ---------------------------------------------------------------------------- GIFs
