@@ -1,5 +1,6 @@
-"""optim.py: the first steps of each optimizer against numbers worked out by hand, clipping,
-EMA and warm-up in closed form, and exact resumption from state_dicts."""
+"""minidiff.optim: the first steps of each optimizer against numbers worked out by hand
+(AMSGrad too), frozen parameters skipped, zero_grad, clipping, EMA and warm-up in closed form,
+and exact resumption from state_dicts. Param groups: test_optim_param_groups.py."""
 import json
 import math
 
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 
 import minidiff
-from minidiff import Tensor
+from minidiff import Tensor, cuda, optim
 from minidiff.functional.loss import mse_loss
 from minidiff.nn import Linear, Parameter
-from minidiff.optim import EMA, SGD, Adam, AdamW, LinearWarmup, clip_grad_norm
+from minidiff.optim import EMA, SGD, Adam, AdamW, LinearWarmup, clip_grad_norm_
 
 EPS = 1e-8
 
@@ -107,12 +108,81 @@ def test_optimizers_skip_params_without_grad_and_keep_float32():
     assert a.grad is None
 
 
+def test_a_frozen_parameter_is_kept_and_skipped():
+    """PyTorch's habit: freeze one parameter, then hand over model.parameters() as they are."""
+    model = Linear(3, 2, dtype=np.float64)
+    model.weight.requires_grad = False
+    opt = AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    w0, b0 = model.weight.data.copy(), model.bias.data.copy()
+    opt.zero_grad()
+    model(Tensor(np.ones((4, 3)))).sum().backward()            # d/db = 4 for each row
+    model.weight.grad = np.ones((2, 3))                         # a stale grad: still skipped
+    opt.step()
+    np.testing.assert_array_equal(model.weight.data, w0)       # not even decayed
+    step1 = 0.1 * 4.0 / (4.0 + EPS)                            # t = 1: m̂/√v̂ = g/|g|
+    np.testing.assert_allclose(model.bias.data, 0.95 * b0 - step1, rtol=1e-12)
+    assert opt.steps == [0, 1] and opt.params == [model.weight, model.bias]
+    model.weight.requires_grad = True                          # unfrozen: its own t = 1
+    opt.step()
+    np.testing.assert_allclose(model.weight.data, 0.95 * w0 - 0.1 / (1.0 + EPS), rtol=1e-12)
+    assert opt.steps == [1, 2]
+
+
+def test_zero_grad_sets_to_none_by_default_or_to_new_zeros():
+    a, b = param([1.0, 2.0]), param([3.0])
+    opt = SGD([a, b], lr=0.1)
+    g = a.grad = np.array([5.0, 6.0])
+    opt.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(a.grad, [0.0, 0.0])
+    assert a.grad.dtype == np.float64 and b.grad is None
+    np.testing.assert_array_equal(g, [5.0, 6.0])               # a new array: g may be shared
+    a.grad = g
+    opt.zero_grad()                                            # PyTorch's default
+    assert a.grad is None
+    with pytest.raises(ValueError, match="SGD.zero_grad: set_to_none: must be True or False"):
+        opt.zero_grad(0)
+
+
+def test_amsgrad_first_three_steps_by_hand():
+    """AMSGrad (Reddi et al. 2018) divides by the largest v_t so far; here v_2, v_3 < v_1."""
+    p = param([1.0])
+    opt = Adam([p], lr=0.1, betas=(0.5, 0.5), eps=0.0, amsgrad=True)
+    got = run(opt, p, [[2.0], [1.0], [1.0]])
+    # t=1: m = 1, v = 2 = v_max; m̂ = 2, v̂ = 4                    p1 = 1 - 0.1·2/2 = 0.9
+    # t=2: m = 1, v = 1.5, v_max = 2; 1-β² = 0.75: m̂ = 4/3, v̂ = 8/3 (Adam's would be 2)
+    p2 = 0.9 - 0.1 * (4 / 3) / math.sqrt(8 / 3)
+    # t=3: m = 1, v = 1.25, v_max = 2; 1-β³ = 0.875
+    p3 = p2 - 0.1 * (1 / 0.875) / math.sqrt(2 / 0.875)
+    np.testing.assert_allclose(np.ravel(got), [0.9, p2, p3], rtol=1e-14)
+    sd = opt.state_dict()
+    assert sd["amsgrad"] is True and sd["v_max.0"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize("kind", [Adam, AdamW])
+def test_amsgrad_takes_the_xp_code_on_the_gpu(kind, launched):
+    """The fused kernel keeps no v_max: with amsgrad the step is the xp code on the device."""
+    from cuda_emu import Module, poisoned_numpy
+
+    def one_step():
+        p = Tensor(np.linspace(-1, 1, 33, dtype=np.float32), requires_grad=True)
+        p.grad = np.cos(np.arange(33, dtype=np.float32))
+        kind([p], lr=1e-2, weight_decay=0.1, amsgrad=True).step()
+        return p.data
+
+    ref = one_step()
+    with cuda.emulate(Module, xp=poisoned_numpy):
+        got = one_step()
+    assert launched == []
+    np.testing.assert_array_equal(got, ref)
+
+
 # ---------------------------------------------------------------------------- clipping
 def test_clip_grad_norm_scales_to_max_norm():
+    assert optim.clip_grad_norm is clip_grad_norm_             # the older name, kept
     a, b, c = param([0.0, 0.0]), param([[0.0]]), param([0.0])
     a.grad, b.grad = np.array([3.0, 4.0]), np.array([[12.0]])
     original = a.grad
-    total = clip_grad_norm([a, b, c], max_norm=6.5)
+    total = clip_grad_norm_([a, b, c], max_norm=6.5)
     assert total == 13.0                                       # √(9 + 16 + 144)
     np.testing.assert_allclose(a.grad, [1.5, 2.0], rtol=1e-15)  # × 6.5 / 13
     np.testing.assert_allclose(b.grad, [[6.0]], rtol=1e-15)
@@ -123,15 +193,15 @@ def test_clip_grad_norm_scales_to_max_norm():
 def test_clip_grad_norm_leaves_small_gradients_alone():
     a = param([0.0, 0.0])
     a.grad = np.array([3.0, 4.0])
-    assert clip_grad_norm([a], max_norm=5.0) == 5.0
-    assert clip_grad_norm([a], max_norm=20.0) == 5.0
+    assert clip_grad_norm_([a], max_norm=5.0) == 5.0
+    assert clip_grad_norm_([a], max_norm=20.0) == 5.0
     np.testing.assert_array_equal(a.grad, [3.0, 4.0])
 
 
 def test_clip_grad_norm_with_a_shared_gradient_array_scales_once():
     a, b = param([0.0, 0.0]), param([0.0, 0.0])
     a.grad = b.grad = np.array([3.0, 4.0])                     # as add's backward can leave them
-    total = clip_grad_norm([a, b], max_norm=math.sqrt(50) / 2)
+    total = clip_grad_norm_([a, b], max_norm=math.sqrt(50) / 2)
     assert total == pytest.approx(math.sqrt(50), rel=1e-15)
     np.testing.assert_allclose(a.grad, [1.5, 2.0], rtol=1e-15)
     np.testing.assert_allclose(b.grad, [1.5, 2.0], rtol=1e-15)
@@ -217,7 +287,8 @@ def _setup(kind, seed):
     model = Linear(3, 2)
     make = {"SGD": lambda ps: SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
             "Adam": lambda ps: Adam(ps, lr=1e-2, weight_decay=1e-3),
-            "AdamW": lambda ps: AdamW(ps, lr=1e-2)}[kind]
+            "AdamW": lambda ps: AdamW(ps, lr=1e-2),
+            "AMSGrad": lambda ps: AdamW(ps, lr=1e-2, amsgrad=True)}[kind]
     opt = make(model.parameters())
     return model, opt, LinearWarmup(opt, 4, opt.lr), EMA(model, decay=0.9)
 
@@ -227,7 +298,7 @@ def _train(model, opt, sched, ema, steps, data):
     for _ in range(steps):
         opt.zero_grad()
         mse_loss(model(x), y).backward()
-        clip_grad_norm(model.parameters(), 0.5)
+        clip_grad_norm_(model.parameters(), 0.5)
         opt.step()
         sched.step()
         ema.update()
@@ -240,7 +311,7 @@ def _through_json(sd):
     return {**scalars, **arrays}
 
 
-@pytest.mark.parametrize("kind", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("kind", ["SGD", "Adam", "AdamW", "AMSGrad"])
 def test_state_dict_resume_is_bitwise_identical(kind):
     r = np.random.default_rng(0)
     data = (Tensor(r.standard_normal((8, 3)).astype(np.float32)),
@@ -288,8 +359,8 @@ def test_optimizer_load_state_dict_errors_change_nothing():
     (lambda p: Adam([]), r"Adam: got an empty parameter list"),
     (lambda p: Adam([p, p]), r"the same parameter appears twice"),
     (lambda p: Adam(Linear(2, 2)), r"pass module.parameters\(\), not the module"),
-    (lambda p: Adam([Tensor([1.0])]), r"parameter 0 is .* need Tensors with requires_grad"),
-    (lambda p: clip_grad_norm([p], 0.0), r"clip_grad_norm: max_norm must be > 0"),
+    (lambda p: Adam([1.0]), r"Adam: parameter 0 is 1.0; need Tensors \(e.g. module.parameters"),
+    (lambda p: clip_grad_norm_([p], 0.0), r"clip_grad_norm_: max_norm must be > 0"),
     (lambda p: EMA([p], decay=1.5), r"EMA: decay: must be a finite number in \[0, 1\]"),
 ])
 def test_bad_arguments(make, match):
