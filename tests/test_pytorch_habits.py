@@ -144,12 +144,23 @@ def test_bad_timesteps_are_refused_in_one_line(t, message):
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
-def test_the_unet_takes_an_int_a_list_or_a_tensor():
-    model, x = small_unet(), minidiff.randn(3, 1, 8, 8)
-    ref = model(x, np.array([4, 4, 4])).data
-    np.testing.assert_array_equal(model(x, 4).data, ref)            # base: int has no len()
-    np.testing.assert_array_equal(model(x, Tensor(np.array([4, 4, 4]))).data, ref)  # getitem
-    np.testing.assert_array_equal(model(x, [4, 4, 4]).data, ref)
+IMAGES = np.random.default_rng(5).standard_normal((3, 1, 8, 8)).astype(np.float32)
+
+
+def test_the_unet_takes_one_int_or_a_list():
+    model = small_unet()
+    ref = model(IMAGES, np.array([4, 4, 4])).data
+    np.testing.assert_array_equal(model(IMAGES, 4).data, ref)       # base: int has no len()
+    np.testing.assert_array_equal(model(IMAGES, [4, 4, 4]).data, ref)
+
+
+def test_the_unet_takes_a_tensor_of_timesteps():
+    model = small_unet()
+    ref = model(IMAGES, np.array([4, 4, 4])).data
+    np.testing.assert_array_equal(model(IMAGES, Tensor(4.0)).data, ref)   # base: len() of 0-d
+    np.testing.assert_array_equal(model(IMAGES, Tensor([4.0])).data, ref)
+    ref = model(IMAGES, np.array([0, 2, 4])).data
+    np.testing.assert_array_equal(model(IMAGES, Tensor(np.array([0.0, 2.0, 4.0]))).data, ref)
 
 
 def test_the_networks_refuse_negative_or_misshapen_timesteps():
