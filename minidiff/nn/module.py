@@ -141,7 +141,9 @@ class Module:
             yield p
 
     def num_parameters(self):
-        return sum(p.size for p in self.parameters())
+        """How many numbers the parameters hold (read from the arrays: Tensor.size may be
+        PyTorch's method)."""
+        return sum(int(p.data.size) for p in self.parameters())
 
     def _own_tensors(self):
         """(name, Tensor) for the tensors of this module itself, not of its children: its
