@@ -24,6 +24,7 @@ import contextlib
 import io
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import NamedTuple
@@ -39,7 +40,8 @@ NUMERIC = "biufc"           # dtype kinds: bool, int, uint, float, complex
 
 # What zipfile, zlib and NumPy raise on a malformed file; Npz turns each into one ValueError.
 _MALFORMED = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, KeyError,
-              OSError, struct.error, zlib.error, OverflowError, SyntaxError)
+              OSError, struct.error, zlib.error, OverflowError, SyntaxError,
+              tokenize.TokenError)      # NumPy tokenizes an old .npy header to mend it
 
 
 @contextlib.contextmanager

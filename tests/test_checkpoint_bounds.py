@@ -363,3 +363,15 @@ def test_random_hostile_files_load_exactly_or_are_refused_in_one_line(tmp_path_f
     if untouched:                                                  # and the round trip
         assert got_meta == meta and sorted(arrays) == sorted(written)
         assert all(arrays[k].tobytes("A") == written[k].tobytes("A") for k in written)
+
+
+def test_an_npy_header_that_numpy_must_tokenize_is_refused_in_one_line(tmp_path):
+    # A 1.0 header that is not a Python literal: NumPy tokenizes it to mend old files, and an
+    # unclosed bracket ends that in tokenize.TokenError, which once escaped the loader.
+    text = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,"
+    npy = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + bytes(4)
+    path = tmp_path / "checkpoint.npz"
+    write_zip(path, [meta_entry({"format": FORMAT}), Entry("a.npy", npy)])
+    with pytest.raises(ValueError, match=r"^load_checkpoint: .*checkpoint\.npz") as e:
+        load_checkpoint(str(path))
+    assert "\n" not in str(e.value)
