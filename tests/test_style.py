@@ -13,7 +13,7 @@ LIBRARY = sorted((ROOT / "minidiff").rglob("*.py"))
 FILES = (LIBRARY + sorted((ROOT / "kernels").glob("*.cu"))
          + sorted((ROOT / "examples").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py")))
 CITATION = re.compile(r"\b(Eq|Alg|Algorithm|Table|Sec|Relationship)\.? ?\d|§ ?\d")
-PAPER = re.compile(r"\b(Ho|Song|Lipman|Xu|Vaswani|Mildenhall|Tancik) et al\. (19|20)\d\d\b"
+PAPER = re.compile(r"\b(Ho|Song|Lipman|Xu|Vaswani|Mildenhall|Tancik|Reddi) et al\. (19|20)\d\d\b"
                    r"|\b(Nichol & Dhariwal|Salimans & Ho|Kingma & Ba|Wu & He|Lavin & Gray"
                    r"|Dumoulin & Visin|Loshchilov & Hutter|Higham) (19|20)\d\d\b")
 ELSEWHERE = re.compile(r"\bthe notes?\b|\bnote \d|shared/|\.\./", re.IGNORECASE)
