@@ -236,12 +236,12 @@ def step_speed(cp, cuda, repeats):
         model, steps = unet_steps(cp, preset, batch)
         for name, step in steps.items():
             launches = []
-            real = cuda._launch
-            cuda._launch = lambda *a, **k: (launches.append(a[1]), real(*a, **k))[1]
+            real = cuda._core._launch
+            cuda._core._launch = lambda *a, **k: (launches.append(a[1]), real(*a, **k))[1]
             try:
                 step()
             finally:
-                cuda._launch = real
+                cuda._core._launch = real
             ms = timer(cp, step, repeats)
             with profile() as prof:                  # where the time goes, one step, synced
                 step()

@@ -6,17 +6,19 @@
     print(prof.table(top=15))          # op, forward ms, backward ms, calls, MB, share
     prof.totals()                      # the same numbers as a dict, for programs and tests
 
-One switch, off by default. Every public op in functional/ is defined under `@profiled(name)`
-(grep for it: that list is the whole of what is measured). Off, the wrapper costs one check of
-the module global `_current` and one extra Python call per op, nothing else.
+One switch, off by default. Every public op in functional/ is defined under `@op`
+(tensor.py), which times it under its function's name; `@profiled(name)` below does the same
+for any other function (grep for both: that list is the whole of what is measured). Off, the
+wrapper costs one check of the module global `_current` and one extra Python call per op.
 
 Forward: the time of each op call, exclusive. An op that calls another op (unsqueeze calls
 reshape) is timed without the time of the op it called: a stack holds, for every op in
 progress, the time its children took, which is subtracted from its own. A hook in
 Tensor.make could not do this: make runs after the op's arithmetic, so it knows when an op
 ends but not when it began.
-Backward: Tensor.backward hands each node to `_backward` below, which times the node's
-_backward() closure and files it under the node's op name (Tensor._op, set by Tensor.make).
+Backward: Tensor.backward hands each node to `run_backward` below, which, while profiling,
+times the node's _backward() closure and files it under the node's op name (Tensor._op: the
+name of the @op function that made the node).
 
 Bytes: the forward counts the nbytes of the array each op returns, unless it is a view of an
 input or a nested op's result (reshape, transpose and getitem allocate nothing). The backward
@@ -41,21 +43,30 @@ _current = None        # the Profile recording now, or None (off): the one switc
 
 
 def profiled(name):
-    """Decorator for an op: `@profiled("conv2d")` times each call under `name` while a
-    profile() is active, and calls the op straight through otherwise."""
+    """Decorator for any function: `@profiled("sampler")` times each call under `name` while a
+    profile() is active, and calls it straight through otherwise. (functional's ops have
+    `@op`, tensor.py, which does this under the op's function name and names its output.)"""
     def wrap(fn):
         @functools.wraps(fn)
-        def op(*args, **kwargs):
+        def run(*args, **kwargs):
             if _current is None:
                 return fn(*args, **kwargs)
             return _current._forward(name, fn, args, kwargs)
-        return op
+        return run
     return wrap
 
 
 def profile():
     """`with minidiff.profile() as prof:` records every op run inside the block."""
     return Profile()
+
+
+def run_backward(node):
+    """node._backward() for Tensor.backward: straight through, or timed while profiling."""
+    if _current is None:
+        node._backward()
+    else:
+        _current._backward(node)
 
 
 def _sync():
@@ -163,7 +174,7 @@ class Profile:
         return out
 
     def _backward(self, node):
-        """Run node._backward() (Tensor.backward calls this while profiling), timed, and count
+        """Run node._backward() (run_backward calls this while profiling), timed, and count
         the fresh gradient arrays it left in node._prev."""
         before = {id(p): p.grad for p in node._prev}
         _sync()

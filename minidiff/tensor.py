@@ -1,14 +1,16 @@
 """Tensor: an array plus the graph that made it, and backward().
 
-Every op (in functional/) builds its output with `Tensor.make(data, parents, op)`, defines a
-`_backward` closure "local gradient x out.grad, accumulated into the parents", and attaches it
-with `out.set_backward(_backward)`. backward() is a topological sort plus a reversed loop, as in
+Every op (in functional/) is a function under `@op`, which names the op once, by the
+function's name. It builds its output with `Tensor.make(data, parents)`, defines a `_backward`
+closure "local gradient x out.grad, accumulated into the parents", and attaches it with
+`out.set_backward(_backward)`. backward() is a topological sort plus a reversed loop, as in
 micrograd's engine.
 
 Where the data lives: `.device` says "cpu" or "cuda", `.to(device)` copies there, and
 `array_on(a, device)` moves a bare array (Module.to uses it).
 """
 import contextlib
+import functools
 import numbers
 import threading
 
@@ -43,6 +45,22 @@ def no_grad():
 
 def is_grad_enabled():
     return _grad_mode.enabled
+
+
+def op(fn):
+    """The decorator of every differentiable op in functional/. The op's name is its function's:
+    `@op def add(a, b)` names the Tensor that add returns "add" (errors and the profiler read
+    it) and, while a profile() records, times each call of add under that name."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        prof = profiler._current              # None unless inside `with minidiff.profile()`
+        out = fn(*args, **kwargs) if prof is None else prof._forward(name, fn, args, kwargs)
+        if out._op is None:                   # made by this op, not by an op it called
+            out._op = name
+        return out
+    return run
 
 
 def unbroadcast(grad, shape):
@@ -109,6 +127,29 @@ def _comparable(o):
     return isinstance(kind, str) and kind in REAL_KINDS
 
 
+def _topological_order(root):
+    """Every tensor `root` depends on, each after all of its parents. An iterative depth-first
+    search (a deep graph cannot overflow the stack); refuses a graph already freed."""
+    topo, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            topo.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        if node._freed:
+            raise RuntimeError(
+                f"backward: the graph behind this tensor (at a '{node._op}' op) was "
+                f"already freed by an earlier backward(); call backward() once per "
+                f"forward pass (run the forward again to build a new graph)")
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((p, False) for p in node._prev if id(p) not in seen)
+    return topo
+
+
 class Tensor:
     """An n-d array of float32 (default) or float64 that remembers how it was computed."""
 
@@ -130,8 +171,9 @@ class Tensor:
 
     # ------------------------------------------------------------------ graph building
     @classmethod
-    def make(cls, data, parents, op):
-        """The output of an op: records parents only if a gradient will flow through it."""
+    def make(cls, data, parents, op=None):
+        """The output of an op: records parents only if a gradient will flow through it. Its
+        name is `op`, or else the name of the @op function that returns it (set on return)."""
         out = cls.__new__(cls)
         out.data = data
         out.grad = None
@@ -155,7 +197,21 @@ class Tensor:
         self.grad = g if self.grad is None else self.grad + g
 
     def backward(self, grad=None):
-        """Fill .grad of every tensor this one depends on (requires_grad=True leaves)."""
+        """Fill .grad of every tensor this one depends on (requires_grad=True leaves).
+
+        The chain rule, as in micrograd: seed d(self)/d(self), then run each node's _backward
+        after every node that uses it (reversed topological order). Each node's part of the
+        graph is freed as soon as it has pushed its gradient to its parents."""
+        grad = self._seed(grad)
+        topo = _topological_order(self)       # checks the graph before any .grad is written
+        self.grad = grad if self.grad is None else self.grad + grad
+        for node in reversed(topo):
+            if node._backward is not None:
+                profiler.run_backward(node)   # node._backward(), timed while profiling
+                node._free(keep_grad=node is self)
+
+    def _seed(self, grad):
+        """The gradient backward() starts from: ones for a scalar, else the caller's `grad`."""
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (was it made under "
                                "no_grad, or from tensors with requires_grad=False?)")
@@ -168,39 +224,16 @@ class Tensor:
         grad = Tensor(grad, dtype=self.dtype).data
         if grad.shape != self.shape:
             raise ValueError(f"backward: grad has shape {grad.shape}, output has {self.shape}")
+        return grad
 
-        topo, seen = [], set()
-        stack = [(self, False)]
-        while stack:                          # iterative DFS: deep graphs can't overflow
-            node, done = stack.pop()
-            if done:
-                topo.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            if node._freed:                   # checked before any gradient is written
-                raise RuntimeError(
-                    f"backward: the graph behind this tensor (at a '{node._op}' op) was "
-                    f"already freed by an earlier backward(); call backward() once per "
-                    f"forward pass (run the forward again to build a new graph)")
-            seen.add(id(node))
-            stack.append((node, True))
-            stack.extend((p, False) for p in node._prev if id(p) not in seen)
-
-        self.grad = grad if self.grad is None else self.grad + grad
-        prof = profiler._current              # None unless inside `with minidiff.profile()`
-        for node in reversed(topo):
-            if node._backward is not None:
-                if prof is None:
-                    node._backward()
-                else:
-                    prof._backward(node)      # the same call, timed under node._op
-                # Free the graph as we go: the closure holds the saved activations.
-                node._backward = None
-                node._prev = ()
-                node._freed = True
-                if node is not self:
-                    node.grad = None          # intermediate gradients are not kept
+    def _free(self, keep_grad):
+        """Drop what backward() no longer needs: the closure (it holds the saved activations),
+        the links to the parents, and, for an intermediate tensor, its gradient."""
+        self._backward = None
+        self._prev = ()
+        self._freed = True
+        if not keep_grad:
+            self.grad = None
 
     # ------------------------------------------------------------------ views of the data
     @property
@@ -330,4 +363,7 @@ class Tensor:
         return F.transpose(self)
 
 
-from . import functional as F  # noqa: E402  (functional needs Tensor defined first)
+# The one import circle of the package, on purpose: Tensor's operators are functional's ops
+# (a + b is F.add(a, b), as in PyTorch), and every op builds Tensors. functional needs Tensor
+# defined first, hence the import at the bottom (tests/test_import_cycles.py allows this one).
+from . import functional as F  # noqa: E402

@@ -45,12 +45,12 @@ def one_blas_thread():
 @pytest.fixture
 def launched(monkeypatch):
     """The names of the CUDA kernels launched while the test runs, in order."""
-    from minidiff import cuda
-    names, real_launch = [], cuda._launch
+    from minidiff.cuda import _core
+    names, real_launch = [], _core._launch
 
     def counting_launch(filename, name, *args, **kwargs):
         names.append(name)
         real_launch(filename, name, *args, **kwargs)
 
-    monkeypatch.setattr(cuda, "_launch", counting_launch)
+    monkeypatch.setattr(_core, "_launch", counting_launch)
     return names

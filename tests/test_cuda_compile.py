@@ -172,7 +172,7 @@ def test_every_kernel_file_is_registered():
 
 
 def launch_calls(path):
-    """Every `cuda._launch(...)` (or bare `_launch(...)`) call in one module's syntax tree."""
+    """Every `_core._launch(...)` (or bare `_launch(...)`) call in one module's syntax tree."""
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call):
             f = node.func

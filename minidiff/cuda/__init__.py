@@ -11,6 +11,9 @@ and launched only from minidiff/cuda/<topic>.py:
     softmax.py     softmax, softmax_backward                             (kernels/softmax.cu)
     conv2d.py      conv2d_forward, conv2d_backward_data, _weight         (kernels/conv2d.cu)
 
+The topic modules import _core, never this package (which imports them): the launches
+all go through `_core._launch`, the one name a test replaces to count them.
+
 Each launch owns:
   - grid and block sizes (the tiled kernels' tile sizes must match their .cu file);
   - contiguity: inputs go through `ascontiguousarray`, in-place arrays must already be;
@@ -30,8 +33,8 @@ for float64, they run their xp array code (NumPy is the specification).
 
 Time index: arrays are 0-based, index t holds the paper's step t + 1 (Ho et al.'s code).
 """
-from ._core import (BLOCK, KERNELS, LARGEST_BLOCK, MAX_REDUCE_BLOCK, OPTIONS, _launch,
-                    emulate, kernel_dir, module, source, unfused, use_kernels)
+from ._core import (BLOCK, KERNELS, LARGEST_BLOCK, MAX_REDUCE_BLOCK, OPTIONS, emulate,
+                    kernel_dir, module, source, unfused, use_kernels)
 from .adam import adam_update, adamw_update, ema_update
 from .conv2d import (GEMM_THREADS, TILE_K, TILE_M, TILE_N, _k_splits, conv2d_backward_data,
                      conv2d_backward_weight, conv2d_forward, conv_output_size)

@@ -80,8 +80,9 @@ def module(filename):
 def _launch(filename, name, grid, block, args, shared_mem=0):
     """Run kernel `name` of kernels/`filename` on a grid of `grid` blocks of `block` threads.
 
-    The topic modules call it as `cuda._launch`, looked up on the package at each call, so a
-    test can count launches by replacing that one name (tests/conftest.py, `launched`)."""
+    The topic modules call it as `_core._launch`, looked up on this module at each call, so a
+    test can count launches by replacing that one name (tests/conftest.py, `launched`). They
+    import _core, never the package, which imports them (no import circle)."""
     if name not in KERNELS.get(filename, ()):
         raise KeyError(f"minidiff.cuda: {name!r} is not a kernel of {filename} in KERNELS")
     key = (filename, name)

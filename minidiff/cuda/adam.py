@@ -1,6 +1,6 @@
 """The launches of kernels/adam.cu: the optimizer's per-parameter updates, in place, one pass
 each (optim.adam_update, optim.adamw_update, optim.ema_update)."""
-from .. import cuda             # the package: launches go through cuda._launch (see _core.py)
+from . import _core             # for _core._launch, looked up at each call (see _core.py)
 from ._core import BLOCK, _blocks, _f32, _i32, _inplace, _input, _same_shape
 
 
@@ -10,10 +10,10 @@ def _adam(p, g, m, v, t, lr, beta1, beta2, eps, l2_decay, decoupled_decay):
     _same_shape("adam_step", p, ("grad", g), ("m", m), ("v", v))
     if p.size:
         bias_c1, bias_c2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t      # float64, then float32
-        cuda._launch("adam.cu", "adam_step", _blocks(p.size), (BLOCK,),
-                     (p, g, m, v, _f32(lr), _f32(beta1), _f32(beta2), _f32(1.0 - beta1),
-                      _f32(1.0 - beta2), _f32(eps), _f32(l2_decay), _f32(decoupled_decay),
-                      _f32(bias_c1), _f32(bias_c2), _i32(p.size)))
+        _core._launch("adam.cu", "adam_step", _blocks(p.size), (BLOCK,),
+                      (p, g, m, v, _f32(lr), _f32(beta1), _f32(beta2), _f32(1.0 - beta1),
+                       _f32(1.0 - beta2), _f32(eps), _f32(l2_decay), _f32(decoupled_decay),
+                       _f32(bias_c1), _f32(bias_c2), _i32(p.size)))
 
 
 def adam_update(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
@@ -31,5 +31,5 @@ def ema_update(shadow, param, decay):
     shadow, param = _inplace(shadow, "shadow"), _input(param, "param")
     _same_shape("ema_update", shadow, ("param", param))
     if shadow.size:
-        cuda._launch("adam.cu", "ema_update", _blocks(shadow.size), (BLOCK,),
-                     (shadow, param, _f32(1.0 - decay), _i32(shadow.size)))
+        _core._launch("adam.cu", "ema_update", _blocks(shadow.size), (BLOCK,),
+                      (shadow, param, _f32(1.0 - decay), _i32(shadow.size)))

@@ -4,7 +4,7 @@ conv2d op of functional/), as tiled implicit GEMMs or as the naive one-thread-pe
 import numpy as np
 
 from .. import backend
-from .. import cuda             # the package: launches go through cuda._launch (see _core.py)
+from . import _core             # for _core._launch, looked up at each call (see _core.py)
 from ._core import BLOCK, _blocks, _i32, _input
 
 GEMM_THREADS, TILE_M, TILE_N, TILE_K = 256, 64, 64, 16     # as in conv2d.cu
@@ -59,11 +59,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, naive=False):
     y = xp.empty((x.shape[0], Co, Ho, Wo), dtype=np.float32)
     if y.size and w.size:
         if naive:
-            cuda._launch("conv2d.cu", "conv2d_forward_naive", _blocks(y.size), (BLOCK,),
-                         (x, w, b, y, *shape, _i32(y.size)))
+            _core._launch("conv2d.cu", "conv2d_forward_naive", _blocks(y.size), (BLOCK,),
+                          (x, w, b, y, *shape, _i32(y.size)))
         else:
-            cuda._launch("conv2d.cu", "conv2d_forward", _gemm_grid(Co, x.shape[0] * Ho * Wo),
-                         (GEMM_THREADS,), (x, w, b, y, *shape))
+            _core._launch("conv2d.cu", "conv2d_forward", _gemm_grid(Co, x.shape[0] * Ho * Wo),
+                          (GEMM_THREADS,), (x, w, b, y, *shape))
     elif y.size:
         y[...] = b.reshape(1, Co, 1, 1)
     return y
@@ -80,12 +80,12 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, naive=False):
     dx = xp.empty(tuple(x_shape), dtype=np.float32)
     if dx.size and dy.size:
         if naive:
-            cuda._launch("conv2d.cu", "conv2d_backward_data_naive", _blocks(dx.size),
-                         (BLOCK,), (dy, w, dx, *shape, _i32(dx.size)))
+            _core._launch("conv2d.cu", "conv2d_backward_data_naive", _blocks(dx.size),
+                          (BLOCK,), (dy, w, dx, *shape, _i32(dx.size)))
         else:
             N, Ci, H, W = x_shape
-            cuda._launch("conv2d.cu", "conv2d_backward_data", _gemm_grid(Ci, N * H * W),
-                         (GEMM_THREADS,), (dy, w, dx, *shape))
+            _core._launch("conv2d.cu", "conv2d_backward_data", _gemm_grid(Ci, N * H * W),
+                          (GEMM_THREADS,), (dy, w, dx, *shape))
     elif dx.size:
         dx[...] = 0
     return dx
@@ -114,12 +114,12 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, naive=False):
         return xp.zeros(tuple(w_shape), dtype=np.float32)
     if naive:
         dw = xp.empty(tuple(w_shape), dtype=np.float32)
-        cuda._launch("conv2d.cu", "conv2d_backward_weight_naive", _blocks(dw.size), (BLOCK,),
-                     (dy, x, dw, *shape, _i32(dw.size)))
+        _core._launch("conv2d.cu", "conv2d_backward_weight_naive", _blocks(dw.size), (BLOCK,),
+                      (dy, x, dw, *shape, _i32(dw.size)))
         return dw
     grid = _gemm_grid(Co, Nc)
     chunk, splits = _k_splits(K, grid[0] * grid[1])
     partial = xp.empty((splits, Co, Nc), dtype=np.float32)
-    cuda._launch("conv2d.cu", "conv2d_backward_weight", _gemm_grid(Co, Nc, splits),
-                 (GEMM_THREADS,), (dy, x, partial, *shape, _i32(chunk)))
+    _core._launch("conv2d.cu", "conv2d_backward_weight", _gemm_grid(Co, Nc, splits),
+                  (GEMM_THREADS,), (dy, x, partial, *shape, _i32(chunk)))
     return partial.sum(axis=0).reshape(tuple(w_shape))           # the partials, summed in order

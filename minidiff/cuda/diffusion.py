@@ -6,7 +6,7 @@ Time index: arrays are 0-based, index t holds the paper's step t + 1 (Ho et al.'
 import numpy as np
 
 from .. import backend
-from .. import cuda             # the package: launches go through cuda._launch (see _core.py)
+from . import _core             # for _core._launch, looked up at each call (see _core.py)
 from ._core import BLOCK, _blocks, _f32, _i32, _input, _same_shape
 
 PARAMS = {"eps": 0, "x0": 1}    # what the network predicts, as PARAM_* in diffusion.cu
@@ -47,8 +47,8 @@ def q_sample(x0, noise, t, sqrt_abar, sqrt_1m_abar):
     t = _timesteps(t, x0.shape[0], T, "t")
     x_t = backend.xp().empty(x0.shape, dtype=np.float32)
     if x0.size:
-        cuda._launch("diffusion.cu", "q_sample", _blocks(x0.size), (BLOCK,),
-                     (x0, noise, t, sa, s1, x_t, _i32(x0.size), _i32(x0.size // x0.shape[0])))
+        _core._launch("diffusion.cu", "q_sample", _blocks(x0.size), (BLOCK,),
+                      (x0, noise, t, sa, s1, x_t, _i32(x0.size), _i32(x0.size // x0.shape[0])))
     return x_t
 
 
@@ -61,8 +61,8 @@ def posterior_mean(x0, x_t, t, coef1, coef2):
     t = _timesteps(t, x0.shape[0], T, "t")
     mean = backend.xp().empty(x0.shape, dtype=np.float32)
     if x0.size:
-        cuda._launch("diffusion.cu", "posterior_mean", _blocks(x0.size), (BLOCK,),
-                     (x0, x_t, t, c1, c2, mean, _i32(x0.size), _i32(x0.size // x0.shape[0])))
+        _core._launch("diffusion.cu", "posterior_mean", _blocks(x0.size), (BLOCK,),
+                      (x0, x_t, t, c1, c2, mean, _i32(x0.size), _i32(x0.size // x0.shape[0])))
     return mean
 
 
@@ -86,9 +86,9 @@ def reverse_step(x0_hat, x_t, t, z, *, clip, coef1, coef2, sigma):
     t = _timesteps(t, x_t.shape[0], T, "t")
     x_prev = backend.xp().empty(x_t.shape, dtype=np.float32)
     if x_t.size:
-        cuda._launch("diffusion.cu", "reverse_step", _blocks(x_t.size), (BLOCK,),
-                     (x0_hat, x_t, t, z, c1, c2, sigma, x_prev, _i32(bool(clip)),
-                      _i32(x_t.size), _i32(x_t.size // x_t.shape[0])))
+        _core._launch("diffusion.cu", "reverse_step", _blocks(x_t.size), (BLOCK,),
+                      (x0_hat, x_t, t, z, c1, c2, sigma, x_prev, _i32(bool(clip)),
+                       _i32(x_t.size), _i32(x_t.size // x_t.shape[0])))
     return x_prev
 
 
@@ -111,8 +111,8 @@ def ddim_step(model_out, x_t, t, t_prev, z, abar, *, eta=0.0, param="eps", clip=
     x_prev = xp.empty(x_t.shape, dtype=np.float32)
     x0_hat = xp.empty(x_t.shape, dtype=np.float32)
     if x_t.size:
-        cuda._launch("diffusion.cu", "ddim_step", _blocks(x_t.size), (BLOCK,),
-                     (out, x_t, t, t_prev, z, abar, x_prev, x0_hat, _i32(PARAMS[param]),
-                      _i32(bool(clip)), _f32(eta), _i32(x_t.size),
-                      _i32(x_t.size // x_t.shape[0])))
+        _core._launch("diffusion.cu", "ddim_step", _blocks(x_t.size), (BLOCK,),
+                      (out, x_t, t, t_prev, z, abar, x_prev, x0_hat, _i32(PARAMS[param]),
+                       _i32(bool(clip)), _f32(eta), _i32(x_t.size),
+                       _i32(x_t.size // x_t.shape[0])))
     return x_prev, x0_hat

@@ -3,7 +3,7 @@ backward (functional/norm.py), one group (or channel) per thread (naive) or per 
 import numpy as np
 
 from .. import backend
-from .. import cuda             # the package: launches go through cuda._launch (see _core.py)
+from . import _core             # for _core._launch, looked up at each call (see _core.py)
 from ._core import BLOCK, _blocks, _f32, _i32, _input, _reduce_block, _same_shape
 
 
@@ -37,11 +37,11 @@ def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5, naive=False):
         args = (x, gamma, beta, y, mean, rstd, _i32(groups), _i32(C), _i32(HW),
                 _i32(num_groups), _f32(eps))
         if naive:
-            cuda._launch("groupnorm.cu", "group_norm_forward_naive", _blocks(groups),
-                         (BLOCK,), args)
+            _core._launch("groupnorm.cu", "group_norm_forward_naive", _blocks(groups),
+                          (BLOCK,), args)
         else:
-            cuda._launch("groupnorm.cu", "group_norm_forward", (groups,),
-                         _reduce_block(C // num_groups * HW), args)
+            _core._launch("groupnorm.cu", "group_norm_forward", (groups,),
+                          _reduce_block(C // num_groups * HW), args)
     return y, mean, rstd
 
 
@@ -70,15 +70,15 @@ def group_norm_backward(dy, x, mean, rstd, gamma, beta, num_groups, naive=False)
         args_par = (dy, x, mean, rstd, dgamma, dbeta, _i32(N), _i32(C), _i32(HW),
                     _i32(num_groups))
         if naive:
-            cuda._launch("groupnorm.cu", "group_norm_backward_input_naive", _blocks(groups),
-                         (BLOCK,), args_in)
-            cuda._launch("groupnorm.cu", "group_norm_backward_params_naive", _blocks(C),
-                         (BLOCK,), args_par)
+            _core._launch("groupnorm.cu", "group_norm_backward_input_naive", _blocks(groups),
+                          (BLOCK,), args_in)
+            _core._launch("groupnorm.cu", "group_norm_backward_params_naive", _blocks(C),
+                          (BLOCK,), args_par)
         else:
-            cuda._launch("groupnorm.cu", "group_norm_backward_input", (groups,),
-                         _reduce_block(C // num_groups * HW), args_in)
-            cuda._launch("groupnorm.cu", "group_norm_backward_params", (C,),
-                         _reduce_block(N * HW), args_par)
+            _core._launch("groupnorm.cu", "group_norm_backward_input", (groups,),
+                          _reduce_block(C // num_groups * HW), args_in)
+            _core._launch("groupnorm.cu", "group_norm_backward_params", (C,),
+                          _reduce_block(N * HW), args_par)
     else:
         dgamma[...] = 0
         dbeta[...] = 0

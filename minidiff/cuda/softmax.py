@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import backend
-from .. import cuda             # the package: launches go through cuda._launch (see _core.py)
+from . import _core             # for _core._launch, looked up at each call (see _core.py)
 from ._core import BLOCK, _blocks, _i32, _input, _reduce_block, _same_shape
 
 
@@ -19,11 +19,11 @@ def softmax(x, naive=False):
     y = backend.xp().empty(x.shape, dtype=np.float32)
     if x.size:
         if naive:
-            cuda._launch("softmax.cu", "softmax_forward_naive", _blocks(rows), (BLOCK,),
-                         (x, y, _i32(rows), _i32(cols)))
+            _core._launch("softmax.cu", "softmax_forward_naive", _blocks(rows), (BLOCK,),
+                          (x, y, _i32(rows), _i32(cols)))
         else:
-            cuda._launch("softmax.cu", "softmax_forward", (rows,), _reduce_block(cols),
-                         (x, y, _i32(rows), _i32(cols)))
+            _core._launch("softmax.cu", "softmax_forward", (rows,), _reduce_block(cols),
+                          (x, y, _i32(rows), _i32(cols)))
     return y
 
 
@@ -35,9 +35,9 @@ def softmax_backward(y, dy, naive=False):
     dx = backend.xp().empty(y.shape, dtype=np.float32)
     if y.size:
         if naive:
-            cuda._launch("softmax.cu", "softmax_backward_naive", _blocks(rows), (BLOCK,),
-                         (y, dy, dx, _i32(rows), _i32(cols)))
+            _core._launch("softmax.cu", "softmax_backward_naive", _blocks(rows), (BLOCK,),
+                          (y, dy, dx, _i32(rows), _i32(cols)))
         else:
-            cuda._launch("softmax.cu", "softmax_backward", (rows,), _reduce_block(cols),
-                         (y, dy, dx, _i32(rows), _i32(cols)))
+            _core._launch("softmax.cu", "softmax_backward", (rows,), _reduce_block(cols),
+                          (y, dy, dx, _i32(rows), _i32(cols)))
     return dx

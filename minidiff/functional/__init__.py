@@ -1,4 +1,5 @@
-"""Every differentiable op, each forward beside its hand-written backward.
+"""Every differentiable op, each forward beside its hand-written backward. Each is a plain
+function under `@op` (tensor.py), named once, by its `def`: grep `def conv2d` to find it.
 
     elementwise.py   add sub mul div pow maximum neg exp log sqrt sin cos abs tanh sigmoid relu
                      silu clip

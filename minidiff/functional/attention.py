@@ -15,8 +15,7 @@ kernel each (kernels/softmax.cu, through minidiff.cuda).
 import math
 
 from .. import backend, cuda
-from ..profiler import profiled
-from ..tensor import Tensor
+from ..tensor import Tensor, op
 from ._util import as_tensor, check_ndim, same_dtype
 
 
@@ -38,21 +37,21 @@ def _softmax_backward(y, dy, axis):
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
-@profiled("softmax")
+@op
 def softmax(x, axis=-1):
     """Numerically stable softmax along one axis."""
     x = as_tensor(x)
     if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"softmax: axis {axis} is out of range for shape {x.shape}")
     y = _softmax_forward(backend.xp(), x.data, axis)
-    out = Tensor.make(y, (x,), "softmax")
+    out = Tensor.make(y, (x,))
 
     def _backward():
         x.accum_grad(_softmax_backward(y, out.grad, axis))
     return out.set_backward(_backward)
 
 
-@profiled("attention")
+@op
 def attention(q, k, v):
     """Scaled dot-product self-attention, one head: q, k, v (B, C, N) -> out (B, C, N)."""
     q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
@@ -69,7 +68,7 @@ def attention(q, k, v):
     S = xp.matmul(qT, k.data) * scale                          # (B, N, N) S = qᵀk / √C
     A = _softmax_forward(xp, S, axis=-1)                       # (B, N, N) softmax over keys j
     y = xp.matmul(v.data, xp.swapaxes(A, 1, 2))                # (B, C, N) out = v Aᵀ
-    out = Tensor.make(y, (q, k, v), "attention")
+    out = Tensor.make(y, (q, k, v))
 
     def _backward():
         dy = out.grad                                          # (B, C, N)

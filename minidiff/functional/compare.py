@@ -6,62 +6,61 @@ where it does not, in the operands' dtype, with requires_grad=False. A mask mult
 tensor (x * (x > 0) is relu's forward), and bool() reads a one-element mask as Python reads 1.0
 and 0.0. Operands broadcast and must share a dtype, as for add; NaN compares as in NumPy.
 """
-from ..profiler import profiled
-from ..tensor import Tensor
+from ..tensor import Tensor, op
 from ._util import as_tensor, pair
 from .reduce import _axes
 
 
-def _mask(test, like, op):
+def _mask(test, like):
     """A bool array as a 0/1 Tensor of like's dtype: a leaf, outside any graph."""
-    return Tensor.make(test.astype(like.dtype), (), op)
+    return Tensor.make(test.astype(like.dtype), ())
 
 
-@profiled("eq")
+@op
 def eq(a, b):
     a, b = pair(a, b, "eq")
-    return _mask(a.data == b.data, a, "eq")
+    return _mask(a.data == b.data, a)
 
 
-@profiled("ne")
+@op
 def ne(a, b):
     a, b = pair(a, b, "ne")
-    return _mask(a.data != b.data, a, "ne")
+    return _mask(a.data != b.data, a)
 
 
-@profiled("lt")
+@op
 def lt(a, b):
     a, b = pair(a, b, "lt")
-    return _mask(a.data < b.data, a, "lt")
+    return _mask(a.data < b.data, a)
 
 
-@profiled("le")
+@op
 def le(a, b):
     a, b = pair(a, b, "le")
-    return _mask(a.data <= b.data, a, "le")
+    return _mask(a.data <= b.data, a)
 
 
-@profiled("gt")
+@op
 def gt(a, b):
     a, b = pair(a, b, "gt")
-    return _mask(a.data > b.data, a, "gt")
+    return _mask(a.data > b.data, a)
 
 
-@profiled("ge")
+@op
 def ge(a, b):
     a, b = pair(a, b, "ge")
-    return _mask(a.data >= b.data, a, "ge")
+    return _mask(a.data >= b.data, a)
 
 
-@profiled("any")
+@op
 def any(x, axis=None, keepdims=False):
     """1.0 where some element along `axis` (all axes by default) is nonzero; NaN is nonzero."""
     x = as_tensor(x)
-    return _mask(x.data.any(axis=_axes(axis, x.ndim, "any"), keepdims=keepdims), x, "any")
+    return _mask(x.data.any(axis=_axes(axis, x.ndim, "any"), keepdims=keepdims), x)
 
 
-@profiled("all")
+@op
 def all(x, axis=None, keepdims=False):
     """1.0 where every element along `axis` (all axes by default) is nonzero."""
     x = as_tensor(x)
-    return _mask(x.data.all(axis=_axes(axis, x.ndim, "all"), keepdims=keepdims), x, "all")
+    return _mask(x.data.all(axis=_axes(axis, x.ndim, "all"), keepdims=keepdims), x)

@@ -9,8 +9,7 @@ the kernels of kernels/conv2d.cu on a GPU. tests/test_conv_fast.py holds the two
 import numbers
 
 from .. import backend
-from ..profiler import profiled
-from ..tensor import Tensor
+from ..tensor import Tensor, op
 from . import _workspace, conv_fast
 from ._util import as_tensor, check_ndim, same_dtype
 
@@ -18,7 +17,7 @@ free_workspace = _workspace.free_workspace         # releases the fast path's re
 
 
 # ------------------------------------------------------------------ conv2d
-@profiled("conv2d")
+@op
 def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
     """conv2d's arguments and result, as the definition reads, forward and backward:
 
@@ -34,7 +33,7 @@ def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
     if bias is not None:
         y += bias.data.reshape(1, -1, 1, 1)
     parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(y, parents, "conv2d")
+    out = Tensor.make(y, parents)
 
     def _backward():
         dy = out.grad                                                  # (B, Cout, Ho, Wo)
@@ -52,7 +51,7 @@ def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
     return out.set_backward(_backward)
 
 
-@profiled("conv2d")
+@op
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation, as torch.nn.functional.conv2d: conv2d_reference, made fast.
 
@@ -101,7 +100,7 @@ def _int_pair(v, op, name, minimum):
 
 
 # ------------------------------------------------------------------ pooling, upsampling
-@profiled("avg_pool2d")
+@op
 def avg_pool2d(x, kernel_size=2, stride=None):
     """Mean over kh x kw windows, moved by stride (default: the kernel size), no padding.
 
@@ -123,7 +122,7 @@ def avg_pool2d(x, kernel_size=2, stride=None):
         for j in range(kw):
             y += x.data[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw]
     y *= scale
-    out = Tensor.make(y, (x,), "avg_pool2d")
+    out = Tensor.make(y, (x,))
 
     def _backward():
         dy = out.grad * scale                                          # each input: 1/(kh kw)
@@ -135,7 +134,7 @@ def avg_pool2d(x, kernel_size=2, stride=None):
     return out.set_backward(_backward)
 
 
-@profiled("upsample_nearest2d")
+@op
 def upsample_nearest2d(x, scale=2):
     """Nearest-neighbour upsampling: every pixel becomes an sh x sw block.
 
@@ -153,7 +152,7 @@ def upsample_nearest2d(x, scale=2):
         y[:, :, :, 0, :, j] = x.data                                   # widen the first row
     for i in range(1, sh):
         y[:, :, :, i] = y[:, :, :, 0]                                  # then repeat it
-    out = Tensor.make(y.reshape(B, C, H * sh, W * sw), (x,), "upsample_nearest2d")
+    out = Tensor.make(y.reshape(B, C, H * sh, W * sw), (x,))
 
     def _backward():                                                   # sum over each block
         dy = out.grad.reshape(B, C, H, sh, W, sw)

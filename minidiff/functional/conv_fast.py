@@ -242,7 +242,7 @@ def conv2d(x, weight, bias, stride, padding):
 
     out_data = _conv_forward(x.data, weight.data, g, None if bias is None else bias.data)
     parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(out_data, parents, "conv2d")
+    out = Tensor.make(out_data, parents)
 
     def _backward():
         dY = out.grad                                                  # (B, Cout, Ho, Wo)
@@ -280,7 +280,7 @@ def _pointwise_conv2d(x, weight, bias):
     if bias is not None:
         y += bias.data.reshape(Cout, 1)
     parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(y.reshape(B, Cout, H, W), parents, "conv2d")
+    out = Tensor.make(y.reshape(B, Cout, H, W), parents)
 
     def _backward():
         dy_b = out.grad.reshape(B, Cout, H * W)
@@ -305,7 +305,7 @@ def _conv2d_kernels(x, weight, bias, stride, padding):
     b = None if bias is None else bias.data
     y = cuda.conv2d_forward(x.data, weight.data, b, stride, padding)   # (B, Cout, Ho, Wo)
     parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(y, parents, "conv2d")
+    out = Tensor.make(y, parents)
 
     def _backward():
         dY = out.grad                                                  # (B, Cout, Ho, Wo)

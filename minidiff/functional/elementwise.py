@@ -4,17 +4,16 @@ import math
 import numpy as np
 
 from .. import backend
-from ..profiler import profiled
-from ..tensor import Tensor, unbroadcast
+from ..tensor import Tensor, op, unbroadcast
 from ..validate import check_number
 from ._util import as_tensor, pair
 
 
 # ---------------------------------------------------------------------------- binary
-@profiled("add")
+@op
 def add(a, b):
     a, b = pair(a, b, "add")
-    out = Tensor.make(a.data + b.data, (a, b), "add")
+    out = Tensor.make(a.data + b.data, (a, b))
 
     def _backward():                                   # d(a+b)/da = d(a+b)/db = 1
         if a.requires_grad:
@@ -24,10 +23,10 @@ def add(a, b):
     return out.set_backward(_backward)
 
 
-@profiled("sub")
+@op
 def sub(a, b):
     a, b = pair(a, b, "sub")
-    out = Tensor.make(a.data - b.data, (a, b), "sub")
+    out = Tensor.make(a.data - b.data, (a, b))
 
     def _backward():                                   # d(a-b)/da = 1, d(a-b)/db = -1
         if a.requires_grad:
@@ -37,10 +36,10 @@ def sub(a, b):
     return out.set_backward(_backward)
 
 
-@profiled("mul")
+@op
 def mul(a, b):
     a, b = pair(a, b, "mul")
-    out = Tensor.make(a.data * b.data, (a, b), "mul")
+    out = Tensor.make(a.data * b.data, (a, b))
 
     def _backward():                                   # d(ab)/da = b, d(ab)/db = a
         if a.requires_grad:
@@ -50,10 +49,10 @@ def mul(a, b):
     return out.set_backward(_backward)
 
 
-@profiled("div")
+@op
 def div(a, b):
     a, b = pair(a, b, "div")
-    out = Tensor.make(a.data / b.data, (a, b), "div")
+    out = Tensor.make(a.data / b.data, (a, b))
 
     def _backward():                                   # d(a/b)/da = 1/b, d(a/b)/db = -a/b²
         if a.requires_grad:
@@ -63,12 +62,12 @@ def div(a, b):
     return out.set_backward(_backward)
 
 
-@profiled("pow")
+@op
 def pow(a, b):
     """a ** b. With a Tensor exponent, the gradient for b is a^b·log(a), defined for a > 0."""
     a, b = pair(a, b, "pow")
     xp = backend.xp()
-    out = Tensor.make(a.data ** b.data, (a, b), "pow")
+    out = Tensor.make(a.data ** b.data, (a, b))
 
     def _backward():
         if a.requires_grad:                            # d(a^b)/da = b·a^(b-1)
@@ -78,13 +77,13 @@ def pow(a, b):
     return out.set_backward(_backward)
 
 
-@profiled("maximum")
+@op
 def maximum(a, b):
     """Elementwise max; a tie sends the gradient to a."""
     a, b = pair(a, b, "maximum")
     xp = backend.xp()
     take_a = a.data >= b.data
-    out = Tensor.make(xp.where(take_a, a.data, b.data), (a, b), "maximum")
+    out = Tensor.make(xp.where(take_a, a.data, b.data), (a, b))
 
     def _backward():
         if a.requires_grad:
@@ -95,81 +94,81 @@ def maximum(a, b):
 
 
 # ---------------------------------------------------------------------------- unary
-@profiled("neg")
+@op
 def neg(x):
     x = as_tensor(x)
-    out = Tensor.make(-x.data, (x,), "neg")
+    out = Tensor.make(-x.data, (x,))
 
     def _backward():
         x.accum_grad(-out.grad)
     return out.set_backward(_backward)
 
 
-@profiled("exp")
+@op
 def exp(x):
     x = as_tensor(x)
-    out = Tensor.make(backend.xp().exp(x.data), (x,), "exp")
+    out = Tensor.make(backend.xp().exp(x.data), (x,))
 
     def _backward():                                   # d exp(x) = exp(x)
         x.accum_grad(out.grad * out.data)
     return out.set_backward(_backward)
 
 
-@profiled("log")
+@op
 def log(x):
     x = as_tensor(x)
-    out = Tensor.make(backend.xp().log(x.data), (x,), "log")
+    out = Tensor.make(backend.xp().log(x.data), (x,))
 
     def _backward():                                   # d log(x) = 1/x
         x.accum_grad(out.grad / x.data)
     return out.set_backward(_backward)
 
 
-@profiled("sqrt")
+@op
 def sqrt(x):
     x = as_tensor(x)
-    out = Tensor.make(backend.xp().sqrt(x.data), (x,), "sqrt")
+    out = Tensor.make(backend.xp().sqrt(x.data), (x,))
 
     def _backward():                                   # d √x = 1 / (2√x)
         x.accum_grad(out.grad / (2 * out.data))
     return out.set_backward(_backward)
 
 
-@profiled("sin")
+@op
 def sin(x):
     x = as_tensor(x)
-    out = Tensor.make(backend.xp().sin(x.data), (x,), "sin")
+    out = Tensor.make(backend.xp().sin(x.data), (x,))
 
     def _backward():                                   # d sin(x) = cos(x)
         x.accum_grad(out.grad * backend.xp().cos(x.data))
     return out.set_backward(_backward)
 
 
-@profiled("cos")
+@op
 def cos(x):
     x = as_tensor(x)
-    out = Tensor.make(backend.xp().cos(x.data), (x,), "cos")
+    out = Tensor.make(backend.xp().cos(x.data), (x,))
 
     def _backward():                                   # d cos(x) = -sin(x)
         x.accum_grad(-out.grad * backend.xp().sin(x.data))
     return out.set_backward(_backward)
 
 
-@profiled("abs")
+@op
 def abs(x):
     x = as_tensor(x)
     xp = backend.xp()
-    out = Tensor.make(xp.abs(x.data), (x,), "abs")
+    out = Tensor.make(xp.abs(x.data), (x,))
 
     def _backward():                                   # d|x| = sign(x), 0 at 0
         x.accum_grad(out.grad * xp.sign(x.data))
     return out.set_backward(_backward)
 
 
-@profiled("tanh")
+@op
 def tanh(x):
     x = as_tensor(x)
-    out = Tensor.make(backend.xp().tanh(x.data), (x,), "tanh")
+    out = Tensor.make(backend.xp().tanh(x.data), (x,))
 
     def _backward():                                   # d tanh = 1 - tanh²
         x.accum_grad(out.grad * (1 - out.data * out.data))
@@ -182,28 +181,28 @@ def _sigmoid(xp, a):
     return xp.exp(xp.minimum(a, 0)) / (1 + xp.exp(-xp.abs(a)))
 
 
-@profiled("sigmoid")
+@op
 def sigmoid(x):
     x = as_tensor(x)
-    out = Tensor.make(_sigmoid(backend.xp(), x.data), (x,), "sigmoid")
+    out = Tensor.make(_sigmoid(backend.xp(), x.data), (x,))
 
     def _backward():                                   # dσ = σ(1 - σ)
         x.accum_grad(out.grad * out.data * (1 - out.data))
     return out.set_backward(_backward)
 
 
-@profiled("relu")
+@op
 def relu(x):
     x = as_tensor(x)
     mask = x.data > 0
-    out = Tensor.make(x.data * mask, (x,), "relu")
+    out = Tensor.make(x.data * mask, (x,))
 
     def _backward():                                   # d relu = 1 where x > 0, else 0
         x.accum_grad(out.grad * mask)
     return out.set_backward(_backward)
 
 
-@profiled("silu")
+@op
 def silu(x):
     """x·σ(x) (Elfwing et al. 2018), the nonlinearity of Ho et al.'s U-Net, in five passes
     over the numbers and one exp."""
@@ -214,7 +213,7 @@ def silu(x):
         xp.exp(s, out=s)
     s += 1
     xp.reciprocal(s, out=s)                            # σ(a) = 1 / (1 + e^-a)
-    out = Tensor.make(x.data * s, (x,), "silu")        # SiLU(a) = a σ(a)
+    out = Tensor.make(x.data * s, (x,))        # SiLU(a) = a σ(a)
 
     def _backward():                                   # d(aσ) = σ + aσ(1-σ) = σ + y(1-σ)
         d = 1 - s
@@ -225,7 +224,7 @@ def silu(x):
     return out.set_backward(_backward)
 
 
-@profiled("clip")
+@op
 def clip(x, lo=None, hi=None):
     """Clamp to [lo, hi] (numbers; None: no bound on that side). The gradient passes where
     lo <= x <= hi, the bounds included, as in PyTorch's clamp."""
@@ -237,18 +236,18 @@ def clip(x, lo=None, hi=None):
     if lo > hi:
         raise ValueError(f"clip: lo must be <= hi, got lo={lo!r}, hi={hi!r}")
     inside = (x.data >= lo) & (x.data <= hi)
-    out = Tensor.make(backend.xp().clip(x.data, lo, hi), (x,), "clip")
+    out = Tensor.make(backend.xp().clip(x.data, lo, hi), (x,))
 
     def _backward():
         x.accum_grad(out.grad * inside)
     return out.set_backward(_backward)
 
 
-@profiled("astype")
+@op
 def astype(x, dtype):
     """Cast (float32 <-> float64); the gradient is cast back."""
     x = as_tensor(x)
-    out = Tensor.make(x.data.astype(dtype), (x,), "astype")
+    out = Tensor.make(x.data.astype(dtype), (x,))
 
     def _backward():
         x.accum_grad(out.grad.astype(x.dtype))

@@ -1,11 +1,10 @@
 """Matrix ops: batched matmul and the linear layer, on BLAS."""
 from .. import backend
-from ..profiler import profiled
-from ..tensor import Tensor, unbroadcast
+from ..tensor import Tensor, op, unbroadcast
 from ._util import as_tensor, same_dtype
 
 
-@profiled("matmul")
+@op
 def matmul(a, b):
     """a @ b for 2-d or batched (..., M, K) @ (..., K, N) operands; batch axes broadcast."""
     a, b = as_tensor(a), as_tensor(b)
@@ -14,7 +13,7 @@ def matmul(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not multiply "
                          f"(need (..., M, K) @ (..., K, N), both at least 2-d)")
     xp = backend.xp()
-    out = Tensor.make(xp.matmul(a.data, b.data), (a, b), "matmul")
+    out = Tensor.make(xp.matmul(a.data, b.data), (a, b))
 
     def _backward():                                   # dA = dC·Bᵀ, dB = Aᵀ·dC
         if a.requires_grad:
@@ -24,7 +23,7 @@ def matmul(a, b):
     return out.set_backward(_backward)
 
 
-@profiled("linear")
+@op
 def linear(x, weight, bias=None):
     """y = x Wᵀ + b with W of shape (out, in), the PyTorch convention. x: (..., in)."""
     x, weight = as_tensor(x), as_tensor(weight)
@@ -41,7 +40,7 @@ def linear(x, weight, bias=None):
     if bias is not None:
         y += bias.data
     parents = (x, weight) if bias is None else (x, weight, bias)
-    out = Tensor.make(y.reshape(x.shape[:-1] + (weight.shape[0],)), parents, "linear")
+    out = Tensor.make(y.reshape(x.shape[:-1] + (weight.shape[0],)), parents)
 
     def _backward():
         g = out.grad.reshape(-1, weight.shape[0])                      # (N, out)

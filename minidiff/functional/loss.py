@@ -7,14 +7,13 @@ Dropout (Srivastava et al. 2014) is used in Ho et al.'s residual blocks (0.1 on 
 import numbers
 
 from .. import backend
-from ..profiler import profiled
-from ..tensor import Tensor
+from ..tensor import Tensor, op
 from ._util import as_tensor, same_dtype
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
-@profiled("mse_loss")
+@op
 def mse_loss(pred, target, reduction="mean"):
     """(pred - target)², averaged ("mean"), summed ("sum") or kept per element ("none").
 
@@ -39,7 +38,7 @@ def mse_loss(pred, target, reduction="mean"):
     else:
         n = 1
         loss = sq                                              # (...) per element
-    out = Tensor.make(loss, (pred, target), "mse_loss")
+    out = Tensor.make(loss, (pred, target))
 
     def _backward():
         g = (2.0 / n) * d * out.grad                           # d loss / d pred = 2 (pred - y) / n
@@ -58,7 +57,7 @@ def check_dropout_p(p):
                          f"in [0, 1), got {p!r}")
 
 
-@profiled("dropout")
+@op
 def dropout(x, p, training=True):
     """Zero each element with probability p and scale the survivors by 1/(1 - p).
 
@@ -71,7 +70,7 @@ def dropout(x, p, training=True):
         return x
     keep = backend.rng().random(x.shape, dtype=x.dtype) >= p  # (...) True with probability 1 - p
     mask = keep.astype(x.dtype) * (1.0 / (1.0 - p))            # (...) 0 or 1/(1 - p)
-    out = Tensor.make(x.data * mask, (x,), "dropout")
+    out = Tensor.make(x.data * mask, (x,))
 
     def _backward():                                           # the same mask, no new draw
         x.accum_grad(out.grad * mask)

@@ -19,8 +19,7 @@ import numbers
 import numpy as np
 
 from .. import backend, cuda
-from ..profiler import profiled
-from ..tensor import Tensor
+from ..tensor import Tensor, op
 from . import norm_fast
 from ._util import as_tensor, same_dtype
 from .elementwise import silu
@@ -53,7 +52,7 @@ def _group_norm_args(x, num_groups, weight, bias, eps):
     return x, weight, bias
 
 
-@profiled("group_norm")
+@op
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise x of shape (B, C) or (B, C, H, W) in num_groups groups of channels.
 
@@ -67,7 +66,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     return _group_norm_math(x, num_groups, weight, bias, eps)
 
 
-@profiled("group_norm_silu")
+@op
 def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5):
     """SiLU(group_norm(x)) (Elfwing et al. 2018 after Wu & He 2018), as one op: the
     normalised values are never stored; the backward rebuilds them from x, μ and rstd."""
@@ -77,7 +76,7 @@ def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5):
     return silu(group_norm(x, num_groups, weight, bias, eps))     # GPU: the kernel, then SiLU
 
 
-@profiled("group_norm")
+@op
 def group_norm_reference(x, num_groups, weight=None, bias=None, eps=1e-5):
     """group_norm's arguments and result, computed as the algorithm reads, on any device."""
     x, weight, bias = _group_norm_args(x, num_groups, weight, bias, eps)
@@ -100,7 +99,7 @@ def _group_norm_math(x, num_groups, weight, bias, eps):
     if bias is not None:
         y = y + bias.data.reshape(per_channel)         # y = γ x̂ + β, Wu & He 2018, Eq. 4
     parents = tuple(t for t in (x, weight, bias) if t is not None)
-    out = Tensor.make(y, parents, "group_norm")
+    out = Tensor.make(y, parents)
     del xc, x_hat                                                  # only μ and rstd are kept
 
     def _backward():
@@ -145,7 +144,7 @@ def _group_norm_fast(x, num_groups, weight, bias, eps, silu):
     gamma, beta = _gamma_beta(x, weight, bias)                         # (C,) γ, β
     y, mean, rstd = norm_fast.forward(x.data, num_groups, gamma, beta, eps, silu)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
-    out = Tensor.make(y, parents, "group_norm_silu" if silu else "group_norm")
+    out = Tensor.make(y, parents)
 
     def _backward():
         grads = norm_fast.backward(out.grad, x.data, mean, rstd, gamma, beta, silu)
@@ -158,7 +157,7 @@ def _group_norm_kernels(x, num_groups, weight, bias, eps):
     gamma, beta = _gamma_beta(x, weight, bias)                         # (C,) γ, β
     y, mean, rstd = cuda.group_norm_forward(x.data, gamma, beta, num_groups, eps)  # μ, rstd (B, G)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
-    out = Tensor.make(y, parents, "group_norm")
+    out = Tensor.make(y, parents)
 
     def _backward():
         grads = cuda.group_norm_backward(out.grad, x.data, mean, rstd, gamma, beta, num_groups)

@@ -1,7 +1,6 @@
 """Reductions over any axes, with keepdims, as NumPy reads axis: sum, mean, max, min."""
 from .. import backend
-from ..profiler import profiled
-from ..tensor import Tensor
+from ..tensor import Tensor, op
 from ._util import as_tensor
 
 
@@ -25,25 +24,25 @@ def _expand_back(g, shape, axes):
     return xp.broadcast_to(g.reshape(kept), shape)
 
 
-@profiled("sum")
+@op
 def sum(x, axis=None, keepdims=False):
     x = as_tensor(x)
     axes = _axes(axis, x.ndim, "sum")
-    out = Tensor.make(x.data.sum(axis=axes, keepdims=keepdims), (x,), "sum")
+    out = Tensor.make(x.data.sum(axis=axes, keepdims=keepdims), (x,))
 
     def _backward():                                   # every summand gets the output's grad
         x.accum_grad(_expand_back(out.grad, x.shape, axes).copy())
     return out.set_backward(_backward)
 
 
-@profiled("mean")
+@op
 def mean(x, axis=None, keepdims=False):
     x = as_tensor(x)
     axes = _axes(axis, x.ndim, "mean")
     n = 1
     for a in axes:
         n *= x.shape[a]
-    out = Tensor.make(x.data.mean(axis=axes, keepdims=keepdims), (x,), "mean")
+    out = Tensor.make(x.data.mean(axis=axes, keepdims=keepdims), (x,))
 
     def _backward():                                   # each of the n summands gets grad / n
         x.accum_grad(_expand_back(out.grad, x.shape, axes) / n)
@@ -60,7 +59,7 @@ def _extreme(x, axis, keepdims, op, reduce):
                          f"an empty set has no {op}")
     m = reduce(x.data, axis=axes, keepdims=True)           # x's ndim, 1 along `axes`
     data = m if keepdims else m.reshape([n for i, n in enumerate(x.shape) if i not in axes])
-    out = Tensor.make(data, (x,), op)
+    out = Tensor.make(data, (x,))
 
     def _backward():
         hit = (x.data == m).astype(x.dtype)                 # 1 where x attains the extreme
@@ -69,11 +68,11 @@ def _extreme(x, axis, keepdims, op, reduce):
     return out.set_backward(_backward)
 
 
-@profiled("max")
+@op
 def max(x, axis=None, keepdims=False):
     return _extreme(x, axis, keepdims, "max", backend.xp().max)
 
 
-@profiled("min")
+@op
 def min(x, axis=None, keepdims=False):
     return _extreme(x, axis, keepdims, "min", backend.xp().min)

@@ -5,13 +5,12 @@ import builtins
 import numbers
 
 from .. import backend
-from ..profiler import profiled
-from ..tensor import Tensor, array_on
+from ..tensor import Tensor, array_on, op
 from ..validate import check_choice
 from ._util import as_tensor
 
 
-@profiled("reshape")
+@op
 def reshape(x, *shape):
     x = as_tensor(x)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -21,7 +20,7 @@ def reshape(x, *shape):
     except ValueError:
         raise ValueError(f"reshape: cannot reshape {x.shape} ({x.size} elements) "
                          f"into {shape}") from None
-    out = Tensor.make(data, (x,), "reshape")
+    out = Tensor.make(data, (x,))
 
     def _backward():
         x.accum_grad(out.grad.reshape(x.shape))
@@ -39,7 +38,7 @@ def axis_index(axis, ndim, op):
     return int(axis) % ndim
 
 
-@profiled("unsqueeze")
+@op
 def unsqueeze(x, axis):
     """A new axis of length 1 at `axis`, in [-(ndim+1), ndim], as torch.unsqueeze (and
     numpy.expand_dims with one axis): (2, 3) -> (1, 2, 3), (2, 1, 3) or (2, 3, 1)."""
@@ -55,7 +54,7 @@ def _axes_arg(axes):
     return axes
 
 
-@profiled("transpose")
+@op
 def transpose(x, *axes):
     """Permute axes (all reversed when none are given), like numpy.transpose."""
     x = as_tensor(x)
@@ -64,7 +63,7 @@ def transpose(x, *axes):
     return _permute(x, _axes_arg(axes), "transpose")
 
 
-@profiled("permute")
+@op
 def permute(x, *axes):
     """torch.permute: every axis named, in its new order, as permute(x, 0, 2, 3, 1)."""
     x = as_tensor(x)
@@ -77,14 +76,14 @@ def _permute(x, axes, op):
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"{op}: axes {given} are not a permutation for shape {x.shape}")
     inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i]))
-    out = Tensor.make(x.data.transpose(axes), (x,), op)
+    out = Tensor.make(x.data.transpose(axes), (x,))
 
     def _backward():                                   # the inverse permutation
         x.accum_grad(out.grad.transpose(inverse))
     return out.set_backward(_backward)
 
 
-@profiled("to")
+@op
 def to_device(x, device):
     """x on `device` ("cpu" or "cuda"), as torch's Tensor.to: x itself when it is there, else a
     copy whose gradient is moved back to x's device."""
@@ -93,14 +92,14 @@ def to_device(x, device):
     source = x.device
     if source == device:
         return x
-    out = Tensor.make(array_on(x.data, device), (x,), "to")
+    out = Tensor.make(array_on(x.data, device), (x,))
 
     def _backward():
         x.accum_grad(array_on(out.grad, source))
     return out.set_backward(_backward)
 
 
-@profiled("concat")
+@op
 def concat(tensors, axis=0):
     """Join along an existing axis; the backward slices the gradient back into pieces."""
     if isinstance(tensors, Tensor):                    # it iterates, but over its own rows
@@ -121,7 +120,7 @@ def concat(tensors, axis=0):
         if t.ndim != ref.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref.shape))
                                      if i != ax):
             raise ValueError(f"concat: shapes {ref.shape} and {t.shape} differ off axis {axis}")
-    out = Tensor.make(backend.xp().concatenate([t.data for t in ts], axis=ax), ts, "concat")
+    out = Tensor.make(backend.xp().concatenate([t.data for t in ts], axis=ax), ts)
     bounds = [0]
     for t in ts:
         bounds.append(bounds[-1] + t.shape[ax])
@@ -137,7 +136,7 @@ def concat(tensors, axis=0):
 _BASIC_INDEX = (numbers.Integral, builtins.slice, type(Ellipsis), type(None))
 
 
-@profiled("getitem")
+@op
 def getitem(x, idx):
     """Indexing by ints and slices (basic indexing): the backward scatters into zeros.
 
@@ -154,7 +153,7 @@ def getitem(x, idx):
     except IndexError as e:
         raise IndexError(f"getitem: index {idx!r} is out of range for shape {x.shape} ({e})") \
             from None
-    out = Tensor.make(data, (x,), "getitem")
+    out = Tensor.make(data, (x,))
 
     def _backward():
         g = backend.xp().zeros_like(x.data)
