@@ -14,9 +14,11 @@ samples and fresh data, each beside its noise floor (two independent draws of th
     python examples/two_d_experiment.py                  # μ and ε at T = 1000, 3-5 minutes
     python examples/two_d_experiment.py --timesteps 1000 --mu-weight bound
     python examples/two_d_experiment.py --sweep          # the table: T x weighting x seeds
+    python examples/two_d_experiment.py --flow           # DDPM beside flow matching
 
 Pictures go to --out-dir (default two_d_out/): points.png (the data), mu/ and eps/ (samples,
-reverse-process GIF, loss curve) and side_by_side.png.
+reverse-process GIF, loss curve) and side_by_side.png; with --flow, flow/<data>-<objective>/
+and flow_vs_ddpm.png.
 """
 import argparse
 import os
@@ -100,6 +102,44 @@ def sweep(args):
                       f"{d['mmd']:.5f} ({d['mmd_floor']:.5f}) | {seconds:.0f} s |", flush=True)
 
 
+def flow_config(objective, data_name, args):
+    """The demo's recipe (minidiff/demo.py) for both objectives: the same MLP (8 levels of
+    positional encoding), steps, batch, optimiser, EMA and seed."""
+    return TrainConfig(data=data_name, objective=objective, steps=args.steps, batch_size=256,
+                       lr=2e-3, warmup=100, ema_decay=0.995, fourier_levels=8, seed=args.seed,
+                       ckpt_every=args.steps,
+                       out_dir=os.path.join(args.out_dir, "flow", f"{data_name}-{objective}"))
+
+
+def flow_vs_ddpm(args):
+    """DDPM (ε, L_simple, Ho et al. 2020's Algorithm 2 over T = 1000 steps) beside flow
+    matching (the velocity MSE, Euler over --euler-steps steps) with the same budget, on two
+    2-D sets: a table row each, and flow_vs_ddpm.png."""
+    os.makedirs(args.out_dir, exist_ok=True)
+    print(f"{args.steps} steps at batch 256 each; {args.n} samples from the EMA weights")
+    print("| data | objective, sampler | sliced W1 (floor) | MMD² (floor) | train | sample |")
+    print("|---|---|---|---|---|---|")
+    panels = []
+    for name in ("swiss_roll", "picture"):
+        for objective in ("ddpm", "flow"):
+            cfg = flow_config(objective, name, args)
+            t0 = time.perf_counter()
+            trainer = Trainer(cfg, overwrite=True, quiet=True).run(final_samples=False)
+            t1 = time.perf_counter()
+            x, _ = trainer.sample(args.n, euler_steps=args.euler_steps)   # the run's sampler
+            t2 = time.perf_counter()
+            d = distances_2d(x, cfg)
+            how = ("DDPM, ancestral 1000 steps" if objective == "ddpm" else
+                   f"flow, Euler {args.euler_steps} steps")
+            print(f"| {name} | {how} | {d['sw']:.4f} ({d['sw_floor']:.4f}) | {d['mmd']:.5f} "
+                  f"({d['mmd_floor']:.5f}) | {t1 - t0:.0f} s | {t2 - t1:.0f} s |", flush=True)
+            panels.append(viz.scatter_plot(x, reference=trainer.data[:5000], lim=1.5, size=384,
+                                           title=f"{name}, {objective}: SW {d['sw']:.3f} "
+                                                 f"(floor {d['sw_floor']:.3f})"))
+    viz.side_by_side(panels, os.path.join(args.out_dir, "flow_vs_ddpm.png"))
+    print(f"pictures in {args.out_dir}/")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", default="two_d_out", help="where the pictures go")
@@ -111,12 +151,19 @@ def main():
     p.add_argument("--n", type=int, default=2000, help="samples per run")
     p.add_argument("--seed", type=int, default=0, help="seed of the side-by-side runs")
     p.add_argument("--sweep", action="store_true", help="print the table instead")
+    p.add_argument("--flow", action="store_true",
+                   help="DDPM beside flow matching (train --objective flow), the demo's "
+                        "recipe and --steps for both, on the swiss roll and the picture")
+    p.add_argument("--euler-steps", type=int, default=100, help="Euler steps of --flow")
     p.add_argument("--sweep-timesteps", type=int, nargs="+", default=[50, 100, 250, 1000],
                    help="the values of T in the table")
     p.add_argument("--seeds", type=int, default=2, help="seeds per cell of the table")
     args = p.parse_args()
     limit_blas_threads(1)                  # small matrices: one BLAS thread is fastest
-    sweep(args) if args.sweep else side_by_side(args)
+    if args.flow:
+        flow_vs_ddpm(args)
+    else:
+        sweep(args) if args.sweep else side_by_side(args)
 
 
 if __name__ == "__main__":
