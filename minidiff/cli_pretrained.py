@@ -91,10 +91,10 @@ def sample(model, diffusion, n, args, clip):
     shape = (n, c, size, size)
     if args.sampler == "ddim":
         chain = ddim_sample_loop_progressive(d, net, shape, num_steps=args.ddim_steps,
-                                             eta=args.eta, clip_denoised=clip)
+                                             eta=args.eta, clip_denoised=clip, progress=True)
         n_states = len(ddim_timesteps(d.num_timesteps, args.ddim_steps)) + 1
     else:
-        chain = d.p_sample_loop_progressive(net, shape, clip_denoised=clip)
+        chain = d.p_sample_loop_progressive(net, shape, clip_denoised=clip, progress=True)
         n_states = d.num_timesteps + 1
     keep = viz.frame_indices(n_states, args.frames) if args.gif else set()
     trajectory = []

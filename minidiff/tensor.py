@@ -6,7 +6,7 @@ closure "local gradient x out.grad, accumulated into the parents", and attaches 
 `out.set_backward(_backward)`. backward() is a topological sort plus a reversed loop, as in
 micrograd's engine.
 
-Where the data lives: `.device` says "cpu" or "cuda", `.to(device)` copies there, and
+Where the data lives: `.device` ("cpu" or "cuda"), `.to(device)` copies there, and
 `array_on(a, device)` moves a bare array (Module.to uses it).
 """
 import contextlib
@@ -44,6 +44,7 @@ def no_grad():
 
 
 def is_grad_enabled():
+    """Whether ops of this thread build a graph now (False inside no_grad)."""
     return _grad_mode.enabled
 
 
@@ -151,7 +152,13 @@ def _topological_order(root):
 
 
 class Tensor:
-    """An n-d array of float32 (default) or float64 that remembers how it was computed."""
+    """An n-d array of float32 (default) or float64 that remembers how it was computed.
+
+    `.data` is the array (NumPy; CuPy on "cuda"). `.grad` is an array too, not a Tensor as in
+    PyTorch: the engine, the optimizers, the fused CUDA Adam and the gradient all-reduce do
+    arithmetic on arrays. So `p.grad.zero_()` is an AttributeError ('numpy.ndarray' object has
+    no attribute 'zero_'): write `opt.zero_grad()` or `p.grad = None`, and for `.grad.norm()`,
+    `np.linalg.norm(p.grad)` (optim.clip_grad_norm_ returns the norm of all of them)."""
 
     # Make `ndarray * Tensor` call Tensor.__rmul__ instead of building an array of objects.
     __array_ufunc__ = None
@@ -184,6 +191,7 @@ class Tensor:
         return out
 
     def set_backward(self, fn):
+        """Attach the op's `_backward` closure (only when a gradient will flow); returns self."""
         if self.requires_grad:
             self._backward = fn
         return self
@@ -238,10 +246,12 @@ class Tensor:
     # ------------------------------------------------------------------ views of the data
     @property
     def shape(self):
+        """The sizes of the axes, a tuple: (B, C, H, W) for a batch of images."""
         return tuple(self.data.shape)
 
     @property
     def dtype(self):
+        """float32 (the default) or float64."""
         return self.data.dtype
 
     @property
@@ -251,17 +261,36 @@ class Tensor:
 
     @property
     def ndim(self):
+        """The number of axes: len(shape)."""
         return self.data.ndim
 
-    @property
-    def size(self):
+    def size(self, dim=None):
+        """The shape as a tuple (torch's size(), NumPy's .shape), or the size of axis `dim`."""
+        if dim is None:
+            return self.shape
+        if not isinstance(dim, numbers.Integral) or not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"size: dim must be an int in [{-self.ndim}, {self.ndim}), "
+                             f"got {dim!r} for shape {self.shape}")
+        return self.shape[dim]
+
+    def numel(self):
+        """The number of elements, the product of the shape (NumPy's .size)."""
         return int(self.data.size)
 
+    def cpu(self):
+        """This tensor on the host: `to("cpu")` (itself when it is there)."""
+        return self.to("cpu")
+
+    def cuda(self):
+        """This tensor on the GPU: `to("cuda")` (itself when it is there; needs CuPy)."""
+        return self.to("cuda")
+
     def detach(self):
-        """The same data, cut off from the graph."""
+        """The same data (shared, not copied), cut off from the graph: no grad flows back."""
         return Tensor(self.data)
 
     def numpy(self):
+        """The data as a NumPy array on the host (shared on "cpu", copied from "cuda")."""
         return backend.to_numpy(self.data)
 
     def __array__(self, dtype=None, copy=None):
@@ -269,14 +298,23 @@ class Tensor:
         return np.array(self.numpy(), dtype=dtype, copy=copy)
 
     def item(self):
+        """The one element as a Python float: `loss.item()`; more or fewer is a ValueError."""
         if self.data.size != 1:
             raise ValueError(f"item: tensor has {self.data.size} elements, not 1")
         return float(self.data.reshape(()))
 
-    def __float__(self):
-        return self.item()
+    def __float__(self): return self.item()                 # float(loss)
+    def __int__(self): return int(self.item())              # int(t): truncated toward 0
+
+    def __format__(self, spec):
+        """f"{loss:.4f}" formats the one element as a float; an empty spec gives repr()."""
+        if spec and self.data.size != 1:
+            raise TypeError(f"format: spec {spec!r} needs a tensor of 1 element, this one has "
+                            f"shape {self.shape}; format t.numpy() or t.item() instead")
+        return format(self.item(), spec) if spec else repr(self)
 
     def astype(self, dtype):
+        """The data cast to `dtype` (float32 or float64); gradients are cast back."""
         return F.astype(self, dtype)
 
     def __repr__(self):
@@ -332,34 +370,21 @@ class Tensor:
 
     def __bool__(self):
         """As Python reads the one element (0.0 is False); more or fewer is an error."""
-        if self.size != 1:
-            raise ValueError(f"the truth value of a tensor with {self.size} elements is "
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is "
                              f"ambiguous; use .any() or .all()")
         return bool(self.data.reshape(()))
 
     # ------------------------------------------------------------------ methods, as in PyTorch
-    # Each is one line over functional/, where the forward and backward are.
-    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return F.min(self, axis, keepdims)
-    def reshape(self, *shape): return F.reshape(self, *shape)
-    def view(self, *shape): return F.reshape(self, *shape)     # reshape, under torch's name
-    def transpose(self, *axes): return F.transpose(self, *axes)
-    def permute(self, *axes): return F.permute(self, *axes)
-    def unsqueeze(self, axis): return F.unsqueeze(self, axis)
-    def exp(self): return F.exp(self)
-    def log(self): return F.log(self)
-    def sqrt(self): return F.sqrt(self)
-    def abs(self): return F.abs(self)
-    def tanh(self): return F.tanh(self)
-    def clip(self, min=None, max=None): return F.clip(self, min, max)   # names as NumPy's
-    def any(self, axis=None, keepdims=False): return F.any(self, axis, keepdims)
-    def all(self, axis=None, keepdims=False): return F.all(self, axis, keepdims)
-    def to(self, device): return F.to_device(self, device)
+    # The others are their ops, bound in functional/__init__.py (x.sum(0) is F.sum(x, 0)).
+    # clip keeps torch's keywords min= and max= (F.clip names NumPy's lo and hi).
+    def clip(self, min=None, max=None):
+        """Clamp to [min, max] elementwise (F.clip); the gradient passes where unclamped."""
+        return F.clip(self, min, max)
 
     @property
     def T(self):
+        """All axes reversed (F.transpose): (M, N) -> (N, M)."""
         return F.transpose(self)
 
 

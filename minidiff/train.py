@@ -316,18 +316,18 @@ class Trainer:
 
     # -------------------------------------------------------------------- sampling
     def sample(self, n, use_ema=True, sampler=None, variance=None, ddim_steps=50,
-               eta=0.0, frames=0, euler_steps=100):
+               eta=0.0, frames=0, euler_steps=100, progress=False):
         """n samples (Ho et al. 2020, Algorithm 2, or DDIM; Euler's method for a flow run),
         from the EMA weights by default. sampler None: ancestral, or euler for a flow run.
 
         Returns (x0 (n, ...), trajectory): the trajectory is a list of (s, x_s) with about
         `frames` states of the reverse process, from s = T down to s = 0 (empty if frames=0;
-        a flow run's s is its time, 1 down to 0).
+        a flow run's s is its time, 1 down to 0). progress=True: a bar of the steps on stderr.
         The training RNG is left as it was, so sampling during training never changes a run.
         """
         sampler = sampler or ("euler" if self.cfg.objective == "flow" else "ancestral")
         check_sampler(self.cfg, sampler, variance)
-        args = (n, sampler, variance, ddim_steps, eta, frames, euler_steps)
+        args = (n, sampler, variance, ddim_steps, eta, frames, euler_steps, progress)
         state = backend.get_rng_state()
         self.model.eval()
         try:
@@ -339,7 +339,7 @@ class Trainer:
             self.model.train()
             backend.set_rng_state(state)
 
-    def _sample(self, n, sampler, variance, ddim_steps, eta, frames, euler_steps):
+    def _sample(self, n, sampler, variance, ddim_steps, eta, frames, euler_steps, progress):
         shape = (n,) + self.shape
         clip = self.kind.clip                               # images live in [-1, 1]
         d, model = self.diffusion, self.model
@@ -348,14 +348,15 @@ class Trainer:
             if self.diffusion.variance == "learned_range" and d.variance != "learned_range":
                 model = _mean_half(self.model)                      # keep the first C channels
         if sampler == "euler":                              # flow: dx/dt = v_θ, t = 1 → 0
-            chain = d.euler_sample_progressive(model, shape, euler_steps)
+            chain = d.euler_sample_progressive(model, shape, euler_steps, progress=progress)
             n_states = euler_steps + 1
         elif sampler == "ddim":
             chain = ddim_sample_loop_progressive(d, model, shape, num_steps=ddim_steps,
-                                                 eta=eta, clip_denoised=clip)
+                                                 eta=eta, clip_denoised=clip, progress=progress)
             n_states = len(ddim_timesteps(d.num_timesteps, ddim_steps)) + 1
         else:                                               # ancestral (checked in sample)
-            chain = d.p_sample_loop_progressive(model, shape, clip_denoised=clip)
+            chain = d.p_sample_loop_progressive(model, shape, clip_denoised=clip,
+                                                progress=progress)
             n_states = d.num_timesteps + 1                  # x_T, x_{T-1}, ..., x_0
         keep = viz.frame_indices(n_states, frames) if frames else set()
         trajectory = []

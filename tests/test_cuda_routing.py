@@ -65,7 +65,7 @@ def test_conv2d_routes_kxk_to_the_kernels_and_1x1_to_a_matmul(stride, bias, rng,
         xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
         bt = Tensor(b, requires_grad=True) if bias else None
         y = conv2d(xt, wt, bt, stride=stride, padding=w.shape[-1] // 2)
-        y.backward(np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape))
+        y.backward(np.cos(np.arange(y.numel(), dtype=np.float32)).reshape(y.shape))
         return (y.data, xt.grad, wt.grad) + ((bt.grad,) if bias else ())
 
     ref, got = on_both(lambda: run(w))

@@ -22,3 +22,12 @@ from .loss import dropout, mse_loss
 from .norm import group_norm, group_norm_silu
 from .reduce import max, mean, min, sum
 from .shape import concat, getitem, permute, reshape, to_device, transpose, unsqueeze
+from ..tensor import Tensor          # the one allowed circle: see tensor.py's last import
+
+# Tensor's methods, as in PyTorch, are these ops (x.sum(0) is sum(x, 0)), so help(Tensor.sum) is
+# help(sum). Bound here, once every op is defined, whichever of tensor and functional loads first.
+Tensor.sum, Tensor.mean, Tensor.max, Tensor.min = sum, mean, max, min
+Tensor.reshape = Tensor.view = reshape                      # view: reshape under torch's name
+Tensor.transpose, Tensor.permute, Tensor.unsqueeze = transpose, permute, unsqueeze
+Tensor.exp, Tensor.log, Tensor.sqrt, Tensor.abs, Tensor.tanh = exp, log, sqrt, abs, tanh
+Tensor.any, Tensor.all, Tensor.to = any, all, to_device

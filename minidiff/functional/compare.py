@@ -18,36 +18,42 @@ def _mask(test, like):
 
 @op
 def eq(a, b):
+    """a == b elementwise, as a mask of 1.0 and 0.0 (broadcast shape), without gradient."""
     a, b = pair(a, b, "eq")
     return _mask(a.data == b.data, a)
 
 
 @op
 def ne(a, b):
+    """a != b elementwise, as a mask of 1.0 and 0.0 (broadcast shape), without gradient."""
     a, b = pair(a, b, "ne")
     return _mask(a.data != b.data, a)
 
 
 @op
 def lt(a, b):
+    """a < b elementwise, as a mask of 1.0 and 0.0 (broadcast shape), without gradient."""
     a, b = pair(a, b, "lt")
     return _mask(a.data < b.data, a)
 
 
 @op
 def le(a, b):
+    """a <= b elementwise, as a mask of 1.0 and 0.0 (broadcast shape), without gradient."""
     a, b = pair(a, b, "le")
     return _mask(a.data <= b.data, a)
 
 
 @op
 def gt(a, b):
+    """a > b elementwise, as a mask of 1.0 and 0.0 (broadcast shape), without gradient."""
     a, b = pair(a, b, "gt")
     return _mask(a.data > b.data, a)
 
 
 @op
 def ge(a, b):
+    """a >= b elementwise, as a mask of 1.0 and 0.0 (broadcast shape), without gradient."""
     a, b = pair(a, b, "ge")
     return _mask(a.data >= b.data, a)
 

@@ -12,6 +12,8 @@ from ._util import as_tensor, pair
 # ---------------------------------------------------------------------------- binary
 @op
 def add(a, b):
+    """a + b elementwise, broadcast as NumPy: shape broadcast(a, b). The gradient of each
+    input is summed back to its own shape (unbroadcast)."""
     a, b = pair(a, b, "add")
     out = Tensor.make(a.data + b.data, (a, b))
 
@@ -25,6 +27,7 @@ def add(a, b):
 
 @op
 def sub(a, b):
+    """a - b elementwise, broadcast as NumPy: shape broadcast(a, b)."""
     a, b = pair(a, b, "sub")
     out = Tensor.make(a.data - b.data, (a, b))
 
@@ -38,6 +41,7 @@ def sub(a, b):
 
 @op
 def mul(a, b):
+    """a * b elementwise (Hadamard), broadcast as NumPy: shape broadcast(a, b)."""
     a, b = pair(a, b, "mul")
     out = Tensor.make(a.data * b.data, (a, b))
 
@@ -51,6 +55,7 @@ def mul(a, b):
 
 @op
 def div(a, b):
+    """a / b elementwise, broadcast as NumPy: shape broadcast(a, b)."""
     a, b = pair(a, b, "div")
     out = Tensor.make(a.data / b.data, (a, b))
 
@@ -96,6 +101,7 @@ def maximum(a, b):
 # ---------------------------------------------------------------------------- unary
 @op
 def neg(x):
+    """-x elementwise, x's shape."""
     x = as_tensor(x)
     out = Tensor.make(-x.data, (x,))
 
@@ -106,6 +112,7 @@ def neg(x):
 
 @op
 def exp(x):
+    """e^x elementwise, x's shape."""
     x = as_tensor(x)
     out = Tensor.make(backend.xp().exp(x.data), (x,))
 
@@ -116,6 +123,7 @@ def exp(x):
 
 @op
 def log(x):
+    """The natural log ln x elementwise, x's shape (-inf at 0, NaN below)."""
     x = as_tensor(x)
     out = Tensor.make(backend.xp().log(x.data), (x,))
 
@@ -126,6 +134,7 @@ def log(x):
 
 @op
 def sqrt(x):
+    """√x elementwise, x's shape."""
     x = as_tensor(x)
     out = Tensor.make(backend.xp().sqrt(x.data), (x,))
 
@@ -136,6 +145,7 @@ def sqrt(x):
 
 @op
 def sin(x):
+    """sin x elementwise, x's shape (the Fourier features of the MLP's positional encoding)."""
     x = as_tensor(x)
     out = Tensor.make(backend.xp().sin(x.data), (x,))
 
@@ -146,6 +156,7 @@ def sin(x):
 
 @op
 def cos(x):
+    """cos x elementwise, x's shape."""
     x = as_tensor(x)
     out = Tensor.make(backend.xp().cos(x.data), (x,))
 
@@ -156,6 +167,7 @@ def cos(x):
 
 @op
 def abs(x):
+    """|x| elementwise, x's shape; the gradient is sign(x), 0 at 0."""
     x = as_tensor(x)
     xp = backend.xp()
     out = Tensor.make(xp.abs(x.data), (x,))
@@ -167,6 +179,7 @@ def abs(x):
 
 @op
 def tanh(x):
+    """tanh x elementwise, x's shape."""
     x = as_tensor(x)
     out = Tensor.make(backend.xp().tanh(x.data), (x,))
 
@@ -183,6 +196,7 @@ def _sigmoid(xp, a):
 
 @op
 def sigmoid(x):
+    """σ(x) = 1 / (1 + e^-x) elementwise, x's shape."""
     x = as_tensor(x)
     out = Tensor.make(_sigmoid(backend.xp(), x.data), (x,))
 
@@ -193,6 +207,7 @@ def sigmoid(x):
 
 @op
 def relu(x):
+    """max(x, 0) elementwise, x's shape; the gradient is 1 where x > 0, else 0."""
     x = as_tensor(x)
     mask = x.data > 0
     out = Tensor.make(x.data * mask, (x,))

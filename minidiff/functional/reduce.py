@@ -26,6 +26,8 @@ def _expand_back(g, shape, axes):
 
 @op
 def sum(x, axis=None, keepdims=False):
+    """Σ of x over `axis` (an int, a tuple, or None: all axes); x's shape without those axes
+    (kept as 1 with keepdims=True)."""
     x = as_tensor(x)
     axes = _axes(axis, x.ndim, "sum")
     out = Tensor.make(x.data.sum(axis=axes, keepdims=keepdims), (x,))
@@ -37,6 +39,8 @@ def sum(x, axis=None, keepdims=False):
 
 @op
 def mean(x, axis=None, keepdims=False):
+    """The mean of x over `axis` (an int, a tuple, or None: all axes): Σ / n, n the number of
+    elements reduced; x's shape without those axes (kept as 1 with keepdims=True)."""
     x = as_tensor(x)
     axes = _axes(axis, x.ndim, "mean")
     n = 1
@@ -70,9 +74,13 @@ def _extreme(x, axis, keepdims, op, reduce):
 
 @op
 def max(x, axis=None, keepdims=False):
+    """The largest element of x over `axis` (None: all axes); x's shape without those axes.
+    Ties share the gradient equally (see _extreme)."""
     return _extreme(x, axis, keepdims, "max", backend.xp().max)
 
 
 @op
 def min(x, axis=None, keepdims=False):
+    """The smallest element of x over `axis` (None: all axes); x's shape without those axes.
+    Ties share the gradient equally (see _extreme)."""
     return _extreme(x, axis, keepdims, "min", backend.xp().min)

@@ -12,13 +12,15 @@ from ._util import as_tensor
 
 @op
 def reshape(x, *shape):
+    """x with a new shape of as many elements, given as ints or one tuple (-1: inferred),
+    as numpy.reshape; the gradient is reshaped back."""
     x = as_tensor(x)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     try:
         data = x.data.reshape(shape)
     except ValueError:
-        raise ValueError(f"reshape: cannot reshape {x.shape} ({x.size} elements) "
+        raise ValueError(f"reshape: cannot reshape {x.shape} ({x.numel()} elements) "
                          f"into {shape}") from None
     out = Tensor.make(data, (x,))
 

@@ -20,6 +20,11 @@ from .embedding import model_timesteps, positional_encoding, timestep_embedding
 
 
 class MLPDenoiser(Module):
+    """The 2-D denoiser ε_θ(x_t, t) (or x0, μ, v: the diffusion's parameterisation says which):
+    [x_t, sinusoid(t)] -> depth x (Linear(hidden), SiLU) -> Linear(data_dim); see the module doc.
+    data_dim: coordinates a point; time_dim: the width of the timestep embedding; hidden, depth:
+    the MLP's width and number of hidden layers; fourier_levels: L of the positional encoding
+    (0: none); learn_sigma: also output v (twice as wide)."""
     def __init__(self, data_dim=2, time_dim=128, hidden=256, depth=3, learn_sigma=False,
                  fourier_levels=0, dtype=np.float32):
         super().__init__()
@@ -36,6 +41,8 @@ class MLPDenoiser(Module):
         self.out = Linear(hidden, data_dim * (2 if learn_sigma else 1), dtype=dtype)
 
     def forward(self, x, t):
+        """x_t (B, data_dim) and t (an int, or B timesteps: a list, an array or a Tensor,
+        numbers >= 0) -> (B, data_dim), or (B, 2 data_dim) with learn_sigma."""
         x = as_tensor(x)
         if x.ndim != 2 or x.shape[1] != self.data_dim:
             raise ValueError(f"MLPDenoiser: x must be (B, {self.data_dim}), got {x.shape}")

@@ -115,6 +115,11 @@ class Upsample(Module):
 
 
 class UNet(Module):
+    """Ho et al.'s U-Net ε_θ(x_t, t) (Appendix B); the layout is in the module doc.
+    in_channels, image_size: the images' C and H = W; base_channels ch and ch_mult: level k has
+    ch * ch_mult[k] channels; num_res_blocks per level; attn_resolutions: the H (16 in Ho et al.)
+    where self-attention follows each ResBlock; groups: GroupNorm's G; dropout: in every
+    ResBlock; learn_sigma: 2C output channels (ε, then v). unet_from_preset gives the presets."""
     def __init__(self, in_channels=3, image_size=32, base_channels=64, ch_mult=(1, 2, 2),
                  num_res_blocks=2, attn_resolutions=(16,), groups=8, dropout=0.0,
                  learn_sigma=False, downsample_padding="symmetric", norm_eps=1e-5,
@@ -181,6 +186,8 @@ class UNet(Module):
         self.conv_out = Conv2d(cur, out_channels, 3, padding=1, init_scale=0.0, dtype=dtype)
 
     def forward(self, x, t):                                    # x (B, C, H, W), t (B,)
+        """x_t (B, C, H, W) and t (an int, or B timesteps: a list, an array or a Tensor, numbers
+        >= 0) -> ε_θ(x_t, t) of x's shape, or (B, 2C, H, W) with learn_sigma."""
         if x.ndim != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
             raise ValueError(f"UNet: x must be (B, {self.in_channels}, {self.image_size}, "
                              f"{self.image_size}), got {x.shape}")
@@ -210,6 +217,14 @@ class UNet(Module):
 
 
 def unet_from_preset(name, **overrides):
+    """A UNet of a named size, with `overrides` for any of UNet's arguments:
+
+        tiny     1x16x16 (MNIST-like at 16 px), ch 32, ch_mult (1, 2), 1 ResBlock a level
+        small    3x32x32, ch 64, ch_mult (1, 2, 2), 2 ResBlocks a level
+        cifar10  Ho et al.'s CIFAR-10 model: 3x32x32, ch 128, ch_mult (1, 2, 2, 2), dropout 0.1,
+                 TF's "same" downsample padding and GroupNorm eps 1e-6 (35.7M parameters)
+
+    e.g. unet_from_preset("tiny", dropout=0.1). PRESETS holds the arguments."""
     if name not in PRESETS:
         raise ValueError(f"unet_from_preset: unknown preset {name!r}; choose from "
                          f"{sorted(PRESETS)}")

@@ -30,11 +30,13 @@ class ModuleList(Module):
         return module
 
     def append(self, module):
+        """Add `module` at the end, as entry len(self); returns self."""
         n = len(self)
         setattr(self, str(n), self._checked(module, n))
         return self
 
     def extend(self, modules):
+        """Append each module of the iterable `modules`; returns self."""
         for m in modules:
             self.append(m)
         return self
@@ -72,6 +74,7 @@ class Sequential(ModuleList):
         super().__init__(modules)
 
     def forward(self, x):
+        """Each module applied to the previous one's output: c(b(a(x)))."""
         for layer in self:
             x = layer(x)
         return x

@@ -55,6 +55,7 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None   # (out,)
 
     def forward(self, x):                                            # (..., in) -> (..., out)
+        """x Wᵀ + b over the last axis: (..., in_features) -> (..., out_features)."""
         return F.linear(x, self.weight, self.bias)
 
 
@@ -77,6 +78,7 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None   # (out,)
 
     def forward(self, x):                                            # (B, in, H, W)
+        """(B, in, H, W) -> (B, out, H', W'), H' = (H + 2 padding - kh) // stride + 1."""
         return conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
 
 
@@ -95,6 +97,8 @@ class GroupNorm(Module):
         self.bias = Parameter(np.zeros(num_channels, dtype))         # (C,) β
 
     def forward(self, x):                                            # (B, C, ...) -> same
+        """(x - mean) / √(var + eps) over each group of C/G channels (and all
+        positions), then the per-channel scale and shift: (B, C, ...) -> (B, C, ...)."""
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
@@ -103,6 +107,7 @@ class GroupNormSiLU(GroupNorm):
     opens every residual block of Ho et al.'s U-Net. Same parameters as GroupNorm."""
 
     def forward(self, x):                                            # (B, C, ...) -> same
+        """SiLU(GroupNorm(x)) in one op: (B, C, ...) -> (B, C, ...)."""
         return group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
@@ -115,6 +120,8 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
+        """Training: each element zeroed with probability p, the rest scaled by 1/(1-p)
+        (inverted dropout, so eval needs no rescaling); eval: x. Shape unchanged."""
         return dropout(x, self.p, training=self.training)
 
 
@@ -122,6 +129,7 @@ class SiLU(Module):
     """x · σ(x), the nonlinearity of Ho et al.'s U-Net."""
 
     def forward(self, x):
+        """x · σ(x) elementwise, shape unchanged."""
         return F.silu(x)
 
 
@@ -129,6 +137,7 @@ class ReLU(Module):
     """max(x, 0)."""
 
     def forward(self, x):
+        """max(x, 0) elementwise, shape unchanged."""
         return F.relu(x)
 
 
@@ -136,4 +145,5 @@ class Identity(Module):
     """Returns its input unchanged: a placeholder where a layer is optional."""
 
     def forward(self, x):
+        """x itself."""
         return x

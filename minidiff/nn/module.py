@@ -73,6 +73,8 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
+        """What calling the module computes: module(*args) runs forward(*args). Every
+        subclass defines it; the base raises NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
 
     # ------------------------------------------------------------------ walking the attributes

@@ -1,0 +1,56 @@
+"""Sampling shows progress (issue 23, point 6's last gap): Trainer.sample(progress=True) and
+`minidiff sample` draw a tqdm bar of the sampler's steps on stderr, and the bar changes no
+sample. On 71d2250 Trainer.sample had no progress= and `minidiff sample` was silent for as long
+as it ran (73 s for 4 images of a U-Net)."""
+import re
+
+import numpy as np
+import pytest
+
+from minidiff import backend
+from minidiff.cli import main
+from minidiff.config import TrainConfig
+from minidiff.train import Trainer
+
+T = 25
+TINY = dict(data="two_moons", n_points=200, hidden=16, depth=1, time_dim=8, timesteps=T,
+            batch_size=16, n_samples=20, steps=4, ckpt_every=4)
+
+
+def bar_counts(err):
+    """The "done/total" counts of tqdm's bar lines in `err` (each redraw prints one)."""
+    return {tuple(map(int, m)) for m in re.findall(r"\| *(\d+)/(\d+) \[", err)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("progress") / "run"
+    trainer = Trainer(TrainConfig(**TINY, out_dir=str(out)), quiet=True)
+    trainer.run(final_samples=False)
+    return trainer, out
+
+
+@pytest.mark.parametrize("kw, steps", [({}, T), ({"sampler": "ddim", "ddim_steps": 3}, 3)])
+def test_trainer_sample_shows_a_bar_of_the_steps_and_the_same_samples(trained, capsys, kw,
+                                                                      steps):
+    trainer, _ = trained
+    backend.manual_seed(0)
+    quiet, _ = trainer.sample(5, **kw)
+    assert capsys.readouterr().err == ""                     # progress=False: silent
+    backend.manual_seed(0)
+    shown, _ = trainer.sample(5, progress=True, **kw)
+    np.testing.assert_array_equal(shown, quiet)
+    assert (steps, steps) in bar_counts(capsys.readouterr().err)
+
+
+def test_trainer_sample_refuses_a_progress_that_is_not_a_bool(trained):
+    with pytest.raises(ValueError, match="progress"):
+        trained[0].sample(2, progress="yes")
+
+
+def test_the_sample_command_shows_the_bar_on_stderr(trained, capsys):
+    _, run = trained
+    main(["sample", "--run", str(run), "--n", "4", "--sampler", "ddim", "--ddim-steps", "5"])
+    captured = capsys.readouterr()
+    assert (5, 5) in bar_counts(captured.err)
+    assert "4 samples (DDIM, 5 steps" in captured.out and "/5 [" not in captured.out
