@@ -131,7 +131,8 @@ def cmd_sample(args):
     x, trajectory = sample_in_batches(trainer, n, args.seed, use_ema=not args.no_ema,
                                       sampler=args.sampler, variance=args.variance,
                                       ddim_steps=args.ddim_steps, eta=args.eta, frames=frames,
-                                      euler_steps=args.euler_steps, progress=True)
+                                      euler_steps=args.euler_steps,
+                                      progress=sys.stderr.isatty())   # a terminal's
     dt = time.perf_counter() - t0
     how = {"ddim": f"DDIM, {args.ddim_steps} steps, eta {args.eta:g}",
            "euler": f"Euler, {args.euler_steps} steps",

@@ -91,15 +91,18 @@ def sample(model, diffusion, n, args, clip):
     shape = (n, c, size, size)
     if args.sampler == "ddim":
         chain = ddim_sample_loop_progressive(d, net, shape, num_steps=args.ddim_steps,
-                                             eta=args.eta, clip_denoised=clip, progress=True)
+                                             eta=args.eta, clip_denoised=clip,
+                                             progress=sys.stderr.isatty())
         n_states = len(ddim_timesteps(d.num_timesteps, args.ddim_steps)) + 1
     else:
-        chain = d.p_sample_loop_progressive(net, shape, clip_denoised=clip, progress=True)
+        chain = d.p_sample_loop_progressive(net, shape, clip_denoised=clip,
+                                            progress=sys.stderr.isatty())
         n_states = d.num_timesteps + 1
     keep = viz.frame_indices(n_states, args.frames) if args.gif else set()
     trajectory = []
     for k, (s, x) in enumerate(chain):
         if not bool(backend.xp().isfinite(x).all()):
+            chain.close()                               # its bar ends its line first
             fail(f"--pretrained {args.pretrained}: x_{s} holds NaN or inf; these weights do "
                  "not give a usable model")
         if k in keep:

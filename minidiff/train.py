@@ -13,6 +13,7 @@ A run lives in one folder: checkpoint.npz, log.csv, loss.png, samples*.png, conf
     trainer = Trainer(cfg, resume=True).run()     # continues a killed run exactly
     trainer = Trainer.from_checkpoint("runs/roll/checkpoint.npz")   # for sampling
 """
+import contextlib
 import io
 import math
 import os
@@ -360,15 +361,16 @@ class Trainer:
             n_states = d.num_timesteps + 1                  # x_T, x_{T-1}, ..., x_0
         keep = viz.frame_indices(n_states, frames) if frames else set()
         trajectory = []
-        for k, (s, x) in enumerate(chain):
-            if not bool(backend.xp().isfinite(x).all()):
-                raise ModelDiverged(
-                    f"sampling: x_{s} holds NaN or inf: the model's predictions blew up, so "
-                    f"its weights ({self.ckpt_path}) are not usable; the run probably diverged "
-                    "in training. Try sampling the raw weights (--no-ema), or train again with "
-                    "a lower --lr, more --warmup, or --loss simple")
-            if k in keep:
-                trajectory.append((s, backend.to_numpy(x)))
+        with contextlib.closing(chain):                 # a bar ends its line before an error
+            for k, (s, x) in enumerate(chain):
+                if not bool(backend.xp().isfinite(x).all()):
+                    raise ModelDiverged(
+                        f"sampling: x_{s} holds NaN or inf: the model's predictions blew up, "
+                        f"so its weights ({self.ckpt_path}) are not usable; the run probably "
+                        "diverged in training. Try sampling the raw weights (--no-ema), or "
+                        "train again with a lower --lr, more --warmup, or --loss simple")
+                if k in keep:
+                    trajectory.append((s, backend.to_numpy(x)))
         return backend.to_numpy(x), trajectory
 
     # -------------------------------------------------------------------- pictures

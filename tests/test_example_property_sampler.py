@@ -1,7 +1,7 @@
-"""examples/property_test_sampler.py, the README's guide "Property-test your own sampler": the
+"""examples/property_test_sampler.py, the guide "Property-test your own sampler" in docs/testing.md: the
 user's sampler passes its hypothesis test against the exact Gaussian law, each classic bug
 (σ_t without its square root, an off-by-one in the time index) fails it, the file runs as a
-script, and the README quotes the file's code line for line.
+script, and the guide quotes the file's code line for line.
 
 Oracles: minidiff.testing.oracles' exact law (itself checked in tests/test_testing_oracles.py).
 The checks are random (hypothesis draws 25 cases), so their power was measured: in 150 fresh
@@ -60,13 +60,13 @@ def test_the_example_runs_as_a_script(capsys):
     assert "'no sqrt': caught" in out and "'off by one': caught" in out
 
 
-def test_the_readme_guide_quotes_the_example():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Property-test your own sampler", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_guide_quotes_the_example():
+    guide = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    section = guide.split("## Property-test your own sampler", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert blocks, "the guide has no python block"
     source = {line.strip() for line in PATH.read_text(encoding="utf-8").splitlines()}
     quoted = [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
     missing = [line for line in quoted if line not in source]
-    assert not missing, "README lines not in the example:\n" + "\n".join(missing)
+    assert not missing, "docs/testing.md lines not in the example:\n" + "\n".join(missing)
     assert len(quoted) >= 12

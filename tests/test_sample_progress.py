@@ -3,6 +3,7 @@
 sample. On 71d2250 Trainer.sample had no progress= and `minidiff sample` was silent for as long
 as it ran (73 s for 4 images of a U-Net)."""
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from minidiff import backend
 from minidiff.cli import main
 from minidiff.config import TrainConfig
+from minidiff.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.train import Trainer
 
 T = 25
@@ -48,9 +50,30 @@ def test_trainer_sample_refuses_a_progress_that_is_not_a_bool(trained):
         trained[0].sample(2, progress="yes")
 
 
-def test_the_sample_command_shows_the_bar_on_stderr(trained, capsys):
+def test_the_sample_command_shows_the_bar_on_a_terminal_s_stderr(trained, capsys,
+                                                                 monkeypatch):
     _, run = trained
-    main(["sample", "--run", str(run), "--n", "4", "--sampler", "ddim", "--ddim-steps", "5"])
+    argv = ["sample", "--run", str(run), "--n", "4", "--sampler", "ddim", "--ddim-steps", "5"]
+    main(argv)                                    # stderr is captured, not a terminal: no bar
+    assert bar_counts(capsys.readouterr().err) == set()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    main(argv)
     captured = capsys.readouterr()
     assert (5, 5) in bar_counts(captured.err)
     assert "4 samples (DDIM, 5 steps" in captured.out and "/5 [" not in captured.out
+
+
+def test_a_bar_cut_short_by_an_error_ends_its_line_before_the_error(trained, tmp_path,
+                                                                     capsys, monkeypatch):
+    arrays, meta = load_checkpoint(str(trained[1] / "checkpoint.npz"))
+    for k in arrays:                        # finite, but the MLP's output overflows float32
+        if k.startswith(("model.", "ema.")):
+            arrays[k] = np.full_like(arrays[k], 1e15)
+    (tmp_path / "run").mkdir()
+    save_checkpoint(str(tmp_path / "run" / "checkpoint.npz"), arrays, meta)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with pytest.raises(SystemExit), np.errstate(all="ignore"):
+        main(["sample", "--run", str(tmp_path / "run"), "--n", "5"])
+    err = capsys.readouterr().err
+    assert (0, T) in bar_counts(err), err
+    assert err.splitlines()[-1].startswith("minidiff: error: sampling: x_"), repr(err)
