@@ -1,5 +1,5 @@
-"""examples/property_test_sampler.py, the guide "Property-test your own sampler" in docs/testing.md: the
-user's sampler passes its hypothesis test against the exact Gaussian law, each classic bug
+"""examples/property_test_sampler.py, docs/testing.md's guide "Property-test your own sampler":
+the user's sampler passes its hypothesis test against the exact Gaussian law, each classic bug
 (σ_t without its square root, an off-by-one in the time index) fails it, the file runs as a
 script, and the guide quotes the file's code line for line.
 
