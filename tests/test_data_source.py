@@ -14,6 +14,7 @@ from minidiff.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.cli import main
 from minidiff.config import TrainConfig
 
+from test_cli_errors import one_line_failure
 from test_train import cli_args
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
@@ -21,15 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 PICTURE_RUN = cli_args(dict(data="picture", n_points=300, hidden=16, depth=1, time_dim=8,
                             timesteps=30, batch_size=16, n_samples=20, steps=4, ckpt_every=2,
                             warmup=0)) + ["--quiet"]
-
-
-def one_line_failure(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("minidiff: error: "), err
-    return err[0]
 
 
 def picture(path, seed):

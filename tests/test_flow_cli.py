@@ -20,20 +20,13 @@ from minidiff.diffusion import FLOW_TIME_SCALE, FlowMatching
 from minidiff.testing import assert_normal, oracles
 from minidiff.train import Trainer
 
+from test_cli_errors import one_line_failure
+
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 FLOW_2D = ["--data", "swiss_roll", "--objective", "flow", "--n-points", "300", "--hidden", "16",
            "--depth", "1", "--time-dim", "8", "--batch-size", "16", "--n-samples", "20",
            "--ckpt-every", "3", "--quiet"]
-
-
-def one_line_failure(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("minidiff: error: "), err
-    return err[0]
 
 
 def train(out, *extra, steps=6):

@@ -19,22 +19,13 @@ from minidiff.cli import main
 from minidiff.runlog import LOG_HEADER, open_log, read_log_rows
 from minidiff.train import Trainer
 
+from test_cli_errors import one_line_failure
 from test_run_folder import STAGING, log_steps, snapshot
 from test_train import TINY, cli_args, env, minidiff_cmd, tiny
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 RUN = cli_args({**TINY, "steps": 4, "ckpt_every": 2}) + ["--quiet"]
-
-
-def one_line_failure(argv, capsys):
-    """Run the CLI in-process; it must exit 1 with one line on stderr. Returns that line."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("minidiff: error: "), err
-    return err[0]
 
 
 def tree(folder):
