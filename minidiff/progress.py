@@ -5,6 +5,7 @@
     bar(range(S), "euler", progress)       0, ..., S-1, the same
 """
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -13,20 +14,33 @@ from .validate import check_bool
 
 class Progress:
     """The training bar: steps done of `total` (from `start` on a resume), the rate, the time
-    left, and the last loss."""
+    left, and the last loss. On a terminal a live tqdm bar; in a pipe or a log, tqdm's same line
+    printed whole about every tenth of the run, so a log holds ten lines, not every redraw."""
 
     def __init__(self, total, start=0, desc="train", stream=None):
-        self._bar = tqdm(total=total, initial=start, desc=desc, file=stream or sys.stderr,
-                         dynamic_ncols=True)
+        self.stream = stream or sys.stderr
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._bar = tqdm(total=total, initial=start, desc=desc, file=self.stream,
+                         dynamic_ncols=True) if tty else None
+        self.n, self.total, self.desc, self.postfix = start, total, desc, ""
+        self.every, self.t0 = max(1, (total - start) // 10), time.perf_counter()
+        self.n0 = start
 
     def update(self, n=1, **postfix):
-        self._bar.update(n)
-        self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else
-                                           f"{k}={v}" for k, v in postfix.items()),
-                                  refresh=False)
+        self.n += n
+        self.postfix = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in postfix.items())
+        if self._bar is not None:
+            self._bar.update(n)
+            self._bar.set_postfix_str(self.postfix, refresh=False)
+        elif (self.n - self.n0) % self.every == 0 or self.n == self.total:
+            print(tqdm.format_meter(self.n, self.total, time.perf_counter() - self.t0,
+                                    ncols=0, prefix=self.desc, postfix=self.postfix,
+                                    initial=self.n0), file=self.stream, flush=True)
 
     def close(self):
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def bar(steps, desc, progress):
