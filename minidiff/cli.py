@@ -190,7 +190,8 @@ def cmd_nll(args):
     with trainer.ema.swapped_in(model) if not args.no_ema else contextlib.nullcontext():
         for i in range(0, len(x), args.batch_size):
             xb = backend.xp().asarray(x[i:i + args.batch_size])
-            results.append(calc_bpd_loop(trainer.diffusion, model, xb))
+            results.append(calc_bpd_loop(trainer.diffusion, model, xb,
+                                         progress=sys.stderr.isatty()))   # a terminal's
             print(f"  {min(i + args.batch_size, len(x))}/{len(x)} images, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     total = np.concatenate([r["total_bpd"] for r in results])

@@ -74,8 +74,9 @@ def add_config_flags(p):
     for f in dataclasses.fields(TrainConfig):
         meta, default = f.metadata, getattr(defaults, f.name)
         help_text = meta["help"] + (f" (default: {default!r})" if default != "" else "")
-        if isinstance(default, bool):
-            p.add_argument(flag(f.name), action="store_true", default=None, help=help_text)
+        if isinstance(default, bool):               # --flip and --no-flip: either may
+            p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,   # override
+                           default=None, help=help_text)                        # --config
         elif meta["choices"] is not None:
             p.add_argument(flag(f.name), choices=meta["choices"],
                            type=type(meta["choices"][0]), help=help_text)

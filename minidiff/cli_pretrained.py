@@ -147,7 +147,7 @@ def bits_per_dim(model, diffusion, x, batch_size, clip):
     with no_grad():
         for i in range(0, len(x), batch_size):
             r = diffusion.calc_bpd_loop(model, backend.xp().asarray(x[i:i + batch_size]),
-                                        clip_denoised=clip)
+                                        clip_denoised=clip, progress=sys.stderr.isatty())
             totals.append(backend.to_numpy(r["total_bpd"]))
             priors.append(backend.to_numpy(r["prior_bpd"]))
             print(f"  {min(i + batch_size, len(x))}/{len(x)} images, "

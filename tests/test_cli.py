@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from minidiff.cli import build_parser, main
+from minidiff.cli_common import fill_config
 from minidiff.config import TrainConfig
 
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # `train` also has one flag per TrainConfig field.
 EXPECTED_FLAGS = {
     "train": {"--resume", "--overwrite", "--quiet", "--device", "--threads", "--rank-timeout",
-              "--check-every", "--config"}
+              "--check-every", "--config", "--no-flip"}
     | {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
     "sample": {"--run", "--pretrained", "--data-path", "--sampler", "--variance", "--ddim-steps",
                "--eta", "--euler-steps", "--n", "--no-ema", "--gif", "--frames", "--out", "--seed",
@@ -214,7 +215,7 @@ def test_demo_says_how_long_it_will_take_then_draws_both_sets(tmp_path, capsys):
         assert (out_dir / name).is_file(), name
 
 
-def test_nll_prints_bits_per_dim_on_the_digits_test_split(tmp_path, capsys):
+def test_nll_prints_bits_per_dim_on_the_digits_test_split(tmp_path, capsys, monkeypatch):
     pytest.importorskip("sklearn")
     out = tmp_path / "digits"
     main(["train", "--data", "digits", "--model", "tiny", "--timesteps", "21", "--steps", "4",
@@ -235,6 +236,11 @@ def test_nll_prints_bits_per_dim_on_the_digits_test_split(tmp_path, capsys):
         bpd = calc_bpd_loop(t.diffusion, t.model, data.load_digits(split="test")[:3])
     assert float(m.group(1)) == pytest.approx(bpd["total_bpd"].mean(), abs=6e-4)
     assert 0 < float(m.group(1)) < 50
+    assert "/21 [" not in capsys.readouterr().err           # not a terminal: no bar
+    with monkeypatch.context() as mp:                       # a terminal: the bound's bar
+        mp.setattr(sys.stderr, "isatty", lambda: True)
+        main(["nll", "--run", str(out), "--n", "3", "--seed", "5"])
+    assert "21/21 [" in capsys.readouterr().err
 
 
 def test_python_dash_m_minidiff_runs_the_cli():
@@ -242,3 +248,12 @@ def test_python_dash_m_minidiff_runs_the_cli():
     r = subprocess.run([sys.executable, "-m", "minidiff", "sample", "--help"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--ddim-steps" in r.stdout
+
+
+@pytest.mark.parametrize("given, want", [([], True), (["--no-flip"], False), (["--flip"], True)])
+def test_a_true_switch_in_a_config_file_can_be_turned_off_by_its_no_flag(tmp_path, given, want):
+    (tmp_path / "config.json").write_text('{"flip": true, "lr": 0.002}')
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "config.json"),
+                                      *given])
+    fill_config(args)
+    assert (args.flip, args.lr) == (want, 0.002)
