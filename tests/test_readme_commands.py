@@ -232,9 +232,12 @@ def test_no_command_hides_in_an_unlabelled_block():
 
 # ---------------------------------------------------------------- the README is a front page
 
-ELSEWHERE = re.compile(r"ARCHITECTURE\.md|shared/bench|\bthe notes?\b", re.IGNORECASE)
-LINK = re.compile(r"\]\(([^)#\s]+)")
 TOP = sorted(p.name for p in ROOT.iterdir() if not p.name.startswith(".")) + [".ci"]
+# A path out of the clone: ../ to anything but the repository's own top level (docs/ link
+# ../examples/...), a design document or notes that only the project's makers have.
+ELSEWHERE = re.compile(r"ARCHITECTURE\.md|\.\./(?!(?:" + "|".join(map(re.escape, TOP))
+                       + r")\b)|\bthe notes?\b", re.IGNORECASE)
+LINK = re.compile(r"\]\(([^)#\s]+)")
 PATH = re.compile(r"`((?:" + "|".join(map(re.escape, TOP)) + r")/[\w./-]*)`")
 
 
