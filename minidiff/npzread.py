@@ -41,7 +41,8 @@ NUMERIC = "biufc"           # dtype kinds: bool, int, uint, float, complex
 # What zipfile, zlib and NumPy raise on a malformed file; Npz turns each into one ValueError.
 _MALFORMED = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, KeyError,
               OSError, struct.error, zlib.error, OverflowError, SyntaxError,
-              tokenize.TokenError)      # NumPy tokenizes an old .npy header to mend it
+              tokenize.TokenError,      # NumPy tokenizes an old .npy header to mend it
+              NotImplementedError)      # zipfile: a zip version or a flag it cannot read
 
 
 @contextlib.contextmanager

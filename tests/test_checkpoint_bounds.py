@@ -375,3 +375,28 @@ def test_an_npy_header_that_numpy_must_tokenize_is_refused_in_one_line(tmp_path)
     with pytest.raises(ValueError, match=r"^load_checkpoint: .*checkpoint\.npz") as e:
         load_checkpoint(str(path))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("flags, version, what", [
+    (0x40, 20, "strong encryption"),          # flag bit 6
+    (0x20, 20, "patched data"),               # flag bit 5
+    (0, 84, "zip file version 8.4"),          # zipfile reads versions up to 6.3
+])
+def test_zip_features_zipfile_cannot_read_are_refused_in_one_line(tmp_path, flags, version,
+                                                                  what):
+    # zipfile raises NotImplementedError for these; it once escaped the loader as a traceback
+    # (found by the hostile-file test above).
+    path = tmp_path / "checkpoint.npz"
+    entries = [meta_entry({"format": FORMAT}), Entry("a.npy", npy_bytes(np.ones(3, np.float32)),
+                                                     flags=flags)]
+    write_zip(path, entries)
+    data = bytearray(path.read_bytes())
+    for at in range(len(data) - 3):           # every record's "version needed to extract"
+        if data[at:at + 4] == b"PK\x01\x02":
+            data[at + 6:at + 8] = struct.pack("<H", version)
+        elif data[at:at + 4] == b"PK\x03\x04":
+            data[at + 4:at + 6] = struct.pack("<H", version)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"^load_checkpoint: .*checkpoint\.npz") as e:
+        load_checkpoint(str(path))
+    assert what in str(e.value) and "\n" not in str(e.value)
