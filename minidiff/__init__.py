@@ -14,12 +14,12 @@ save/load for state dicts, as .safetensors files (serialization.py). As in PyTor
 import importlib
 
 from . import functional, nn, optim
-from .autograd import inference_mode, set_grad_enabled
+from .autograd import inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import get_device, manual_seed, set_device
 from .creation import from_numpy, ones, rand, randn, tensor, zeros
 from .profiler import profile
 from .serialization import load, save
-from .tensor import Tensor, is_grad_enabled, no_grad
+from .tensor import Tensor
 
 __version__ = "0.1.0"
 

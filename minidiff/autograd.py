@@ -1,12 +1,37 @@
-"""Grad mode under PyTorch's names: set_grad_enabled and inference_mode, beside no_grad.
+"""Grad mode, under PyTorch's names: no_grad, set_grad_enabled, inference_mode.
 
-All three switch the one per-thread flag of tensor.py (`_grad_mode`): ops of a thread with it
-off build no graph, and every other thread's graph is left alone, as in PyTorch.
+All three switch one per-thread flag (`_grad_mode`), which every op reads (Tensor.make): ops of
+a thread with it off build no graph, and every other thread's graph is left alone, as in PyTorch.
 """
 import contextlib
+import threading
 
-from .tensor import _grad_mode
 from .validate import check_bool
+
+
+class _GradMode(threading.local):
+    """Whether ops build a graph, per thread as in PyTorch: no_grad in one thread leaves every
+    other thread's graph alone. A class attribute, so each new thread starts with it on."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block, ops of this thread build no graph: nothing is kept for a backward."""
+    prev = _grad_mode.enabled
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = prev
+
+
+def is_grad_enabled():
+    """Whether ops of this thread build a graph now (False inside no_grad)."""
+    return _grad_mode.enabled
 
 
 class set_grad_enabled:

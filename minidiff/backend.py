@@ -135,6 +135,28 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+def device_of(a):
+    """Where the array `a` lives. An array of the current device's array module is on the current
+    device; any other array is on the other one (there are two). NumPy scalars are host values."""
+    if isinstance(a, np.generic):
+        return "cpu"
+    current = get_device()
+    if isinstance(a, xp().ndarray):
+        return current
+    return "cpu" if current == "cuda" else "cuda"
+
+
+def array_on(a, device):
+    """The array `a` on `device` ("cpu" or "cuda"): `a` itself when it is there already, else a
+    copy. Moving to "cuda" while the current device is "cpu" imports CuPy (its error says what
+    is missing)."""
+    if device == "cpu":
+        return np.asarray(to_numpy(a))
+    if device == get_device():
+        return xp().asarray(a)
+    return _import_cupy().asarray(a)
+
+
 def _init_from_env():
     """Record MINIDIFF_DEVICE's wish; xp() acts on it (see the module docstring)."""
     name = os.environ.get("MINIDIFF_DEVICE", "cpu").strip().lower() or "cpu"

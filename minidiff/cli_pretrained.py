@@ -20,7 +20,7 @@ from .cli_common import add_common, describe, fail, image_outputs, set_device, s
 from .config import TrainConfig
 from .datakinds import DATA_KINDS
 from .diffusion import GaussianDiffusion, ddim_sample_loop_progressive, ddim_timesteps
-from .tensor import no_grad
+from .autograd import no_grad
 
 IMAGE_KINDS = tuple(k for k, kind in DATA_KINDS.items() if kind.images)
 

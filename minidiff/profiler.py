@@ -76,6 +76,11 @@ def _sync():
         xp.cuda.get_current_stream().synchronize()
 
 
+def _array(grad):
+    """The array of a .grad (a Tensor, or None): what a backward step may have replaced."""
+    return None if grad is None else grad.data
+
+
 def _root(a):
     """The array that owns a's memory: NumPy and CuPy point a view's .base at the owner."""
     base = getattr(a, "base", None)
@@ -176,7 +181,7 @@ class Profile:
     def _backward(self, node):
         """Run node._backward() (run_backward calls this while profiling), timed, and count
         the fresh gradient arrays it left in node._prev."""
-        before = {id(p): p.grad for p in node._prev}
+        before = {id(p): _array(p.grad) for p in node._prev}
         _sync()
         t0 = time.perf_counter()
         node._backward()
@@ -184,10 +189,10 @@ class Profile:
         elapsed = time.perf_counter() - t0
         if self._stack:                                   # backward() called inside an op
             self._stack[-1][0] += elapsed
-        seen = set() if node.grad is None else {id(_root(node.grad))}
+        seen = set() if node.grad is None else {id(_root(node.grad.data))}
         nbytes = 0
         for p in node._prev:
-            g = p.grad
+            g = _array(p.grad)
             if g is None or g is before[id(p)] or id(_root(g)) in seen:
                 continue
             seen.add(id(_root(g)))

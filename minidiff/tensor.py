@@ -2,50 +2,24 @@
 
 Every op (in functional/) is a function under `@op`, which names the op once, by the
 function's name. It builds its output with `Tensor.make(data, parents)`, defines a `_backward`
-closure "local gradient x out.grad, accumulated into the parents", and attaches it with
-`out.set_backward(_backward)`. backward() is a topological sort plus a reversed loop, as in
-micrograd's engine.
+closure "local gradient x out.grad.data (an array), accumulated into the parents", and
+attaches it with `out.set_backward(_backward)`. backward() is a topological sort plus a
+reversed loop, as in micrograd's engine.
 
-Where the data lives: `.device` ("cpu" or "cuda"), `.to(device)` copies there, and
-`array_on(a, device)` moves a bare array (Module.to uses it).
+Where the data lives: `.device` ("cpu" or "cuda"), and `.to(device)` copies there
+(backend.device_of and backend.array_on do the same for a bare array).
 """
-import contextlib
 import functools
 import numbers
-import threading
 
 import numpy as np
 
 from . import backend, profiler
+from .autograd import _grad_mode
 
 DEFAULT_DTYPE = np.float32
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 REAL_KINDS = "biuf"        # bool, int, uint, float: what a Tensor is made from (cast to float)
-
-
-class _GradMode(threading.local):
-    """Whether ops build a graph, per thread as in PyTorch: no_grad in one thread leaves every
-    other thread's graph alone. A class attribute, so each new thread starts with it on."""
-    enabled = True
-
-
-_grad_mode = _GradMode()
-
-
-@contextlib.contextmanager
-def no_grad():
-    """Inside this block, ops of this thread build no graph: nothing is kept for a backward."""
-    prev = _grad_mode.enabled
-    _grad_mode.enabled = False
-    try:
-        yield
-    finally:
-        _grad_mode.enabled = prev
-
-
-def is_grad_enabled():
-    """Whether ops of this thread build a graph now (False inside no_grad)."""
-    return _grad_mode.enabled
 
 
 def op(fn):
@@ -76,28 +50,6 @@ def unbroadcast(grad, shape):
     grad = grad.sum(axis=tuple(range(lead))) if lead > 0 else grad     # new leading axes
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     return grad.sum(axis=axes, keepdims=True) if axes else grad        # stretched size-1 axes
-
-
-def device_of(a):
-    """Where the array `a` lives. An array of the current device's array module is on the current
-    device; any other array is on the other one (there are two). NumPy scalars are host values."""
-    if isinstance(a, np.generic):
-        return "cpu"
-    current = backend.get_device()
-    if isinstance(a, backend.xp().ndarray):
-        return current
-    return "cpu" if current == "cuda" else "cuda"
-
-
-def array_on(a, device):
-    """The array `a` on `device` ("cpu" or "cuda"): `a` itself when it is there already, else a
-    copy. Moving to "cuda" while the current device is "cpu" imports CuPy (its error says what
-    is missing)."""
-    if device == "cpu":
-        return np.asarray(backend.to_numpy(a))
-    if device == backend.get_device():
-        return backend.xp().asarray(a)
-    return backend._import_cupy().asarray(a)
 
 
 def _as_array(data, dtype):
@@ -154,11 +106,10 @@ def _topological_order(root):
 class Tensor:
     """An n-d array of float32 (default) or float64 that remembers how it was computed.
 
-    `.data` is the array (NumPy; CuPy on "cuda"). `.grad` is an array too, not a Tensor as in
-    PyTorch: the engine, the optimizers, the fused CUDA Adam and the gradient all-reduce do
-    arithmetic on arrays. So `p.grad.zero_()` is an AttributeError ('numpy.ndarray' object has
-    no attribute 'zero_'): write `opt.zero_grad()` or `p.grad = None`, and for `.grad.norm()`,
-    `np.linalg.norm(p.grad)` (optim.clip_grad_norm_ returns the norm of all of them)."""
+    `.data` is the array (NumPy; CuPy on "cuda"). `.grad` is None until a backward() reaches
+    this tensor, then a Tensor of the same shape (requires_grad=False), as in PyTorch: the
+    engine, the optimizers and the all-reduce do their arithmetic on `.grad.data`. A leaf's
+    gradient is its own memory, so `p.grad.zero_()` touches p's gradient and no other."""
 
     # Make `ndarray * Tensor` call Tensor.__rmul__ instead of building an array of objects.
     __array_ufunc__ = None
@@ -170,7 +121,7 @@ class Tensor:
         self.data = _as_array(data, dtype)
         if self.data.dtype not in FLOAT_DTYPES:
             raise ValueError(f"Tensor: dtype must be float32 or float64, got {self.data.dtype}")
-        self.grad = None
+        self._grad = None          # a Tensor once backward() reaches this one: see .grad
         self.requires_grad = bool(requires_grad)
         self._prev = ()            # the tensors this one was computed from
         self._backward = None      # closure that pushes self.grad into self._prev
@@ -183,7 +134,7 @@ class Tensor:
         name is `op`, or else the name of the @op function that returns it (set on return)."""
         out = cls.__new__(cls)
         out.data = data
-        out.grad = None
+        out._grad = None
         out.requires_grad = _grad_mode.enabled and any(p.requires_grad for p in parents)
         out._prev = tuple(parents) if out.requires_grad else ()
         out._backward = None
@@ -197,12 +148,38 @@ class Tensor:
         return self
 
     def accum_grad(self, g):
-        """self.grad += g, never in place: two tensors may hold the same gradient array, so
-        nothing may edit a .grad in place."""
+        """self.grad += g, for an op's _backward: `g` is an array of self's shape. An op may
+        hand one array to two parents (add gives both out.grad), so a leaf (a parameter)
+        keeps a copy of its first one: its .grad is its own, safe to edit in place."""
+        g = g.data if isinstance(g, Tensor) else g       # an op of your own may pass a Tensor
         if g.shape != self.data.shape:
             raise ValueError(f"{self._op or 'leaf'}: gradient of shape {g.shape} "
                              f"for a tensor of shape {self.data.shape}")
-        self.grad = g if self.grad is None else self.grad + g
+        if self._grad is None:
+            self._grad = Tensor.make(g if self._prev else g.copy(), (), op="grad")
+        else:
+            self._grad.data = self._grad.data + g     # a new array: g's owner may still read it
+
+    @property
+    def grad(self):
+        """d(loss)/d(self) after loss.backward(), a Tensor of self's shape (no graph), or None.
+        Leaves (parameters) keep it; backward() frees every other tensor's as it goes."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, g):
+        """p.grad = None, a Tensor, or an array of p's shape, dtype and device (not copied)."""
+        if g is not None and not isinstance(g, Tensor):
+            if not (hasattr(g, "shape") and hasattr(g, "dtype")):
+                raise TypeError(f"grad: assign None, a Tensor or an array, got "
+                                f"{type(g).__name__}")
+            g = Tensor.make(g, (), op="grad")
+        if g is not None and (g.shape, g.dtype, g.device) != (self.shape, self.dtype,
+                                                              self.device):
+            raise ValueError(f"grad: got shape {g.shape}, {g.dtype} on {g.device} for a tensor "
+                             f"of shape {self.shape}, {self.dtype} on {self.device}; a gradient "
+                             f"matches all three")
+        self._grad = g
 
     def backward(self, grad=None):
         """Fill .grad of every tensor this one depends on (requires_grad=True leaves).
@@ -212,7 +189,7 @@ class Tensor:
         graph is freed as soon as it has pushed its gradient to its parents."""
         grad = self._seed(grad)
         topo = _topological_order(self)       # checks the graph before any .grad is written
-        self.grad = grad if self.grad is None else self.grad + grad
+        self.accum_grad(grad)
         for node in reversed(topo):
             if node._backward is not None:
                 profiler.run_backward(node)   # node._backward(), timed while profiling
@@ -229,7 +206,7 @@ class Tensor:
                     f"backward: output has shape {self.shape}, not a scalar; pass grad=, an "
                     f"array of shape {self.shape} holding d(loss)/d(output)")
             grad = backend.xp().ones_like(self.data)
-        grad = Tensor(grad, dtype=self.dtype).data
+        grad = Tensor(grad, dtype=self.dtype).data.copy()     # the caller's array stays theirs
         if grad.shape != self.shape:
             raise ValueError(f"backward: grad has shape {grad.shape}, output has {self.shape}")
         return grad
@@ -241,7 +218,7 @@ class Tensor:
         self._prev = ()
         self._freed = True
         if not keep_grad:
-            self.grad = None
+            self._grad = None
 
     # ------------------------------------------------------------------ views of the data
     @property
@@ -256,8 +233,8 @@ class Tensor:
 
     @property
     def device(self):
-        """"cpu" or "cuda": where the data lives (see `device_of`)."""
-        return device_of(self.data)
+        """"cpu" or "cuda": where the data lives (see backend.device_of)."""
+        return backend.device_of(self.data)
 
     @property
     def ndim(self):
@@ -297,6 +274,10 @@ class Tensor:
         """np.asarray(t) is t's data on the host, as in PyTorch (NumPy never walks the rows)."""
         return np.array(self.numpy(), dtype=dtype, copy=copy)
 
+    def tolist(self):
+        """The data as nested Python lists of floats (a float for a 0-d tensor), as in torch."""
+        return self.numpy().tolist()
+
     def item(self):
         """The one element as a Python float: `loss.item()`; more or fewer is a ValueError."""
         if self.data.size != 1:
@@ -316,6 +297,15 @@ class Tensor:
     def astype(self, dtype):
         """The data cast to `dtype` (float32 or float64); gradients are cast back."""
         return F.astype(self, dtype)
+
+    def float(self):
+        """t.float(): t as float32, as in PyTorch: itself if it is already, else a cast
+        (F.astype: the gradient is cast back)."""
+        return self if self.dtype == np.float32 else F.astype(self, np.float32)
+
+    def double(self):
+        """t.double(): t as float64, as in PyTorch: itself if it is already, else a cast."""
+        return self if self.dtype == np.float64 else F.astype(self, np.float64)
 
     def __repr__(self):
         g = ", requires_grad=True" if self.requires_grad else ""

@@ -39,7 +39,7 @@ def forward_backward(conv, x, w, b, stride, padding, dy=None, seed=0):
     if dy is None:
         dy = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype)
     out.backward(dy)
-    return (out.data,) + tuple(None if t is None else t.grad for t in tensors)
+    return (out.data,) + tuple(None if t is None else t.grad.data for t in tensors)
 
 
 def assert_same(got, ref, tol, what):
@@ -95,7 +95,7 @@ def test_fast_path_fills_only_the_gradients_asked_for(needs):
         ts = [Tensor(a, requires_grad=n) for a, n in zip(arrays, needs)]
         if any(needs):
             conv(*ts, 1, 1).backward(dy)
-        grads.append([t.grad for t in ts])
+        grads.append([None if t.grad is None else t.grad.data for t in ts])
     for i, (g, r, n) in enumerate(zip(*grads, needs)):
         assert (g is not None) == n == (r is not None), f"input {i}: requires_grad={n}"
         if n:
@@ -162,11 +162,11 @@ def test_conv2d_results_do_not_alias_the_workspace(name):
     x, w = (Tensor(rng.standard_normal(s), requires_grad=True) for s in (xs, ws))
     out = conv2d(x, w, None, stride, padding)
     out.backward(np.ones(out.shape))
-    kept = [a.copy() for a in (out.data, x.grad, w.grad)]
+    kept = [a.copy() for a in (out.data, x.grad.data, w.grad.data)]
     for other in PATHS.values():                                       # every path again
         a, c = (Tensor(rng.standard_normal(s), requires_grad=True) for s in other[:2])
         conv2d(a, c, None, *other[2:]).sum().backward()
-    for before, after in zip(kept, (out.data, x.grad, w.grad)):
+    for before, after in zip(kept, (out.data, x.grad.data, w.grad.data)):
         np.testing.assert_array_equal(before, after)
 
 

@@ -40,7 +40,8 @@ from minidiff.diffusion import GaussianDiffusion, ddim_sample_loop_progressive
 from minidiff.diffusion.schedules import linear_beta_schedule
 from minidiff.models.unet import UNet
 from minidiff.optim import EMA, AdamW
-from minidiff.tensor import Tensor, no_grad
+from minidiff.autograd import no_grad
+from minidiff.tensor import Tensor
 from cuda_emu import Module, block_order, poisoned_numpy
 from cuda_emu.testing import GPU, assert_close
 

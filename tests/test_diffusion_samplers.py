@@ -158,7 +158,7 @@ def test_sampling_is_deterministic_under_a_seed(seed):
 
 
 def test_sampling_calls_the_model_under_no_grad():
-    from minidiff.tensor import is_grad_enabled
+    from minidiff.autograd import is_grad_enabled
     seen = []
 
     def model(x_t, t):

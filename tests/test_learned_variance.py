@@ -11,7 +11,7 @@ from minidiff.cli import main
 from minidiff.config import TrainConfig
 from minidiff.diffusion import GaussianDiffusion, calc_bpd_loop, get_beta_schedule
 from minidiff.models import MLPDenoiser, UNet
-from minidiff.tensor import no_grad
+from minidiff.autograd import no_grad
 from minidiff.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")

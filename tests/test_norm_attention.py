@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from minidiff import Tensor
 from minidiff.functional.attention import attention, softmax
-from minidiff.functional.norm import group_norm
+from minidiff.functional.groupnorm import group_norm
 from minidiff.testing import assert_close, gradcheck
 
 

@@ -1,6 +1,6 @@
 """The fast paths of group_norm, group_norm_silu and silu against their references.
 
-Oracles: norm.py's group_norm_reference (Wu & He's algorithm line by line), the closed form
+Oracles: groupnorm.py's group_norm_reference (Wu & He's algorithm line by line), the closed form
 x / (1 + e^-x) of SiLU in float64, and float64 central differences.
 """
 import numpy as np
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import minidiff
 from minidiff import Tensor
 from minidiff.functional import group_norm, group_norm_silu, silu
-from minidiff.functional.norm import group_norm_reference
+from minidiff.functional.groupnorm import group_norm_reference
 from minidiff.testing import assert_close, gradcheck
 
 

@@ -128,15 +128,14 @@ def test_a_frozen_parameter_is_kept_and_skipped():
     assert opt.steps == [1, 2]
 
 
-def test_zero_grad_sets_to_none_by_default_or_to_new_zeros():
+def test_zero_grad_sets_to_none_by_default_or_to_zeros_in_place():
     a, b = param([1.0, 2.0]), param([3.0])
     opt = SGD([a, b], lr=0.1)
-    g = a.grad = np.array([5.0, 6.0])
-    opt.zero_grad(set_to_none=False)
-    np.testing.assert_array_equal(a.grad, [0.0, 0.0])
-    assert a.grad.dtype == np.float64 and b.grad is None
-    np.testing.assert_array_equal(g, [5.0, 6.0])               # a new array: g may be shared
-    a.grad = g
+    a.grad = np.array([5.0, 6.0])
+    g = a.grad
+    opt.zero_grad(set_to_none=False)                           # in place, as PyTorch's
+    assert a.grad is g and a.grad.dtype == np.float64 and b.grad is None
+    np.testing.assert_array_equal(g.numpy(), [0.0, 0.0])
     opt.zero_grad()                                            # PyTorch's default
     assert a.grad is None
     with pytest.raises(ValueError, match="SGD.zero_grad: set_to_none: must be True or False"):
@@ -181,7 +180,7 @@ def test_clip_grad_norm_scales_to_max_norm():
     assert optim.clip_grad_norm is clip_grad_norm_             # the older name, kept
     a, b, c = param([0.0, 0.0]), param([[0.0]]), param([0.0])
     a.grad, b.grad = np.array([3.0, 4.0]), np.array([[12.0]])
-    original = a.grad
+    original = a.grad.data
     total = clip_grad_norm_([a, b, c], max_norm=6.5)
     assert total == 13.0                                       # √(9 + 16 + 144)
     np.testing.assert_allclose(a.grad, [1.5, 2.0], rtol=1e-15)  # × 6.5 / 13
@@ -200,7 +199,7 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
 
 def test_clip_grad_norm_with_a_shared_gradient_array_scales_once():
     a, b = param([0.0, 0.0]), param([0.0, 0.0])
-    a.grad = b.grad = np.array([3.0, 4.0])                     # as add's backward can leave them
+    a.grad = b.grad = np.array([3.0, 4.0])                     # one array, set by hand
     total = clip_grad_norm_([a, b], max_norm=math.sqrt(50) / 2)
     assert total == pytest.approx(math.sqrt(50), rel=1e-15)
     np.testing.assert_allclose(a.grad, [1.5, 2.0], rtol=1e-15)

@@ -163,7 +163,7 @@ def _train_step(profiled):
     else:
         loss = F.mse_loss(model(x, t), _rand(2, 1, 8, 8, seed=1))
         loss.backward()
-    return loss.numpy(), [p.grad.copy() for p in model.parameters()]
+    return loss.numpy(), [p.grad.numpy().copy() for p in model.parameters()]
 
 
 def test_off_records_nothing_and_on_changes_no_number(monkeypatch):

@@ -7,7 +7,8 @@ The messages of the issue that these tests hold to account, each failing on the 
 ("getitem: index 2 out of range"), `next(model.parameters())` ("'list' object is not an
 iterator"), the missing Module and top-level names, load_state_dict(strict=False) returning the
 module, no progress= on the samplers and the bound, a 74-pixel-wide grid, `sample --sampler
-ddim` overwriting the ancestral picture, and no `train --config`.
+ddim` overwriting the ancestral picture, no `train --config`, and gradients as bare arrays
+(`p.grad.norm()`: "'numpy.ndarray' object has no attribute 'norm'"; `p.grad.zero_()`).
 """
 import json
 import re
@@ -171,6 +172,47 @@ def test_the_networks_refuse_negative_or_misshapen_timesteps():
     with pytest.raises(ValueError, match=r"t has 2 entries for a batch of 3"):
         net(x, minidiff.tensor([1, 2]))
     np.testing.assert_array_equal(net(x, 2.5).data, net(x, np.full(3, 2.5)).data)  # flow's t
+
+
+# ---------------------------------------------------------------------------- gradients
+def test_a_hand_written_sgd_loop_inspects_steps_and_zeroes_the_grads():
+    """A tutorial's loop without an optimizer, on L = mean((x Wᵀ + b - y)²). The oracle: the
+    same steps on arrays, with dL/dW = 2/N rᵀx and dL/db = 2/N Σ r, r = x Wᵀ + b - y."""
+    minidiff.manual_seed(3)
+    x = minidiff.randn(16, 3).double()                         # float32 drawn, made float64
+    assert x.dtype == np.float64 and x.float().dtype == np.float32
+    np.testing.assert_array_equal(x.float().data, x.data)      # exact in float32
+    y = x.sum(axis=1, keepdims=True) * 0.5
+    model, lr = Linear(3, 1).double(), 0.1
+    W, b = model.weight.data.copy(), model.bias.data.copy()
+    for _ in range(3):
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        r = x.data @ W.T + b - y.data                          # (16, 1), the oracle's residual
+        gW, gb = 2 / 16 * r.T @ x.data, 2 / 16 * r.sum(0)
+        np.testing.assert_allclose(model.weight.grad.data, gW, rtol=1e-12)
+        norm = model.weight.grad.norm()                        # base: ndarray has no norm
+        assert abs(float(norm) - np.sqrt((gW ** 2).sum())) <= 1e-12 * float(norm)
+        assert f"{norm:.4f}" == f"{np.linalg.norm(gW):.4f}"
+        assert model.weight.grad.abs().max().item() == pytest.approx(np.abs(gW).max(), 1e-12)
+        with minidiff.no_grad():
+            for p in model.parameters():
+                p -= lr * p.grad                               # SGD by hand
+        W, b = W - lr * gW, b - lr * gb
+        for p in model.parameters():
+            p.grad.zero_()                                     # base: ndarray has no zero_
+        np.testing.assert_allclose(model.weight.data, W, rtol=1e-12)
+        np.testing.assert_allclose(model.bias.data, b, rtol=1e-12)
+    assert all(not p.grad.data.any() for p in model.parameters())
+
+
+def test_updating_a_parameter_in_place_with_grad_on_is_refused_in_one_line():
+    p = Linear(2, 1).weight
+    (p * 2.0).sum().backward()
+    with pytest.raises(RuntimeError, match=r"^sub_: .*inside `with minidiff.no_grad\(\):`") as e:
+        p -= 0.1 * p.grad
+    assert "\n" not in str(e.value)
+    np.testing.assert_array_equal(p.grad.data, [[2.0, 2.0]])   # the grad survives the refusal
 
 
 # ---------------------------------------------------------------------------- Module

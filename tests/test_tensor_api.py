@@ -1,7 +1,7 @@
 """A PyTorch user's Tensor habits (issue 23, point 2), checked against NumPy's own answers.
 
 On 71d2250: p.size() said "'int' object is not callable", numel() and cpu() were missing,
-int(t) and f"{loss:.4f}" were TypeErrors, and nothing said what to write for p.grad.zero_().
+int(t) and f"{loss:.4f}" were TypeErrors, and p.grad.zero_() NumPy's AttributeError.
 """
 import math
 import re
@@ -86,22 +86,19 @@ def test_detach_shares_the_data_and_stops_the_gradient():
     assert np.shares_memory(x.numpy(), x.data)                # on the host: no copy, as torch
 
 
-def test_grad_is_an_array_and_the_docstring_says_what_to_write():
-    """Gradients stay arrays (the documented reason is in Tensor's docstring): zero_() is the
-    AttributeError of NumPy, and what the docstring offers instead does the job."""
+def test_grad_is_a_tensor_with_zero_and_norm_as_in_pytorch():
+    """p.grad is a Tensor (base: a bare array, so p.grad.zero_() and p.grad.norm() were
+    NumPy's AttributeErrors), with no graph of its own."""
     layer = Linear(3, 2)
     opt = SGD(layer.parameters(), lr=0.1)
     layer(Tensor(np.ones((4, 3), np.float32))).sum().backward()
     w = layer.weight
-    assert isinstance(w.grad, np.ndarray)
-    with pytest.raises(AttributeError, match="'numpy.ndarray' object has no attribute 'zero_'"):
-        w.grad.zero_()
-    doc = Tensor.__doc__
-    for advice in ("p.grad.zero_()", "opt.zero_grad()", "p.grad = None", ".grad.norm()",
-                   "np.linalg.norm(p.grad)"):
-        assert advice in doc
+    assert isinstance(w.grad, Tensor) and not w.grad.requires_grad
     # d Σ(x Wᵀ + b) / dW = Σ over the batch of x = 4 for every entry: norm √(2·3·16) = √96
-    assert np.linalg.norm(w.grad) == pytest.approx(math.sqrt(96), rel=1e-6)
+    assert w.grad.norm().item() == pytest.approx(math.sqrt(96), rel=1e-6)
+    g = w.grad
+    assert w.grad.zero_() is g and w.grad is g
+    np.testing.assert_array_equal(g.numpy(), np.zeros((2, 3), np.float32))
     opt.zero_grad()
     assert w.grad is None
 
@@ -116,3 +113,27 @@ def test_methods_of_the_ops_are_the_ops():
     np.testing.assert_array_equal(t.view(3, 2).data, a.reshape(3, 2))
     np.testing.assert_array_equal(t.permute(1, 0).data, a.T)
     np.testing.assert_array_equal(t.clip(min=1.5, max=4).data, np.clip(a, 1.5, 4))
+
+
+@given(a=hnp.arrays(np.float64, SHAPES, elements=st.floats(-1e6, 1e6)))
+def test_clone_copies_and_passes_the_gradient_and_tolist_is_numpys(a):
+    """clone: new memory, the same numbers, and d Σ(w · clone(x)) / dx = w (torch's clone);
+    tolist: NumPy's nested lists of the same numbers (base: both AttributeErrors)."""
+    x = Tensor(a, requires_grad=True)
+    c = x.clone()
+    assert c.dtype == a.dtype and not np.shares_memory(c.data, x.data)
+    np.testing.assert_array_equal(c.data, a)
+    assert c.tolist() == a.tolist() and type(x.tolist()) is type(a.tolist())
+    w = np.arange(a.size, dtype=np.float64).reshape(a.shape)
+    (c * w).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), w)
+
+
+def test_float_and_double_are_the_tensor_itself_when_it_has_that_dtype():
+    """As torch's: t.float() of a float32 t is t; of a float64 t, a cast on the graph."""
+    t32, t64 = Tensor(np.ones(2, np.float32)), Tensor(np.ones(2), requires_grad=True)
+    assert t32.float() is t32 and t64.double() is t64
+    assert t32.double().dtype == np.float64 and t64.float().dtype == np.float32
+    (t64.float() * 3).sum().backward()
+    assert t64.grad.dtype == np.float64
+    np.testing.assert_array_equal(t64.grad.numpy(), [3.0, 3.0])

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import minidiff
 from minidiff import Tensor, functional as F, nn, no_grad, optim
-from minidiff.tensor import is_grad_enabled
+from minidiff.autograd import is_grad_enabled
 
 # Few distinct values, so that ties and `in` hits are common (NaN is added where it matters).
 VALUES = st.sampled_from([-1.0, 0.0, 0.5, 2.0])

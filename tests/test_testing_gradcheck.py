@@ -18,7 +18,7 @@ def op_with_backward(forward, backward, name="custom"):
         out = Tensor.make(forward(x.data), (x,), name)
 
         def _backward():
-            x.accum_grad(backward(x.data, out.grad))
+            x.accum_grad(backward(x.data, out.grad.data))
         return out.set_backward(_backward)
     return op
 
@@ -69,8 +69,8 @@ def test_the_second_input_is_named_and_wrt_skips_inputs():
         out = Tensor.make(x.data * y.data, (x, y), "half_mul")
 
         def _backward():
-            x.accum_grad(y.data * out.grad)
-            y.accum_grad(0 * out.grad)
+            x.accum_grad(y.data * out.grad.data)
+            y.accum_grad(0 * out.grad.data)
         return out.set_backward(_backward)
     with pytest.raises(AssertionError, match="^input 1: gradient mismatch"):
         gradcheck(op, a, b)

@@ -250,7 +250,7 @@ def test_a_model_left_on_the_cpu_is_refused_in_one_line_then_moved():
         assert list(net.parameters()) == params                  # the same Parameter objects
         tensors = params + [net.scale]
         assert all(type(t.data) is DeviceArray and t.device == "cuda" for t in tensors)
-        assert all(type(p.grad) is DeviceArray for p in params)
+        assert all(type(p.grad.data) is DeviceArray for p in params)
         got = net(Tensor(x)).data
         assert type(got) is DeviceArray
         np.testing.assert_array_equal(np.asarray(got), ref)
@@ -258,7 +258,7 @@ def test_a_model_left_on_the_cpu_is_refused_in_one_line_then_moved():
         assert all(type(p.data) is DeviceArray for p in params)
         net.to("cpu")
         assert all(type(t.data) is np.ndarray for t in tensors)
-        assert all(type(p.grad) is np.ndarray for p in params)
+        assert all(type(p.grad.data) is np.ndarray for p in params)
     np.testing.assert_array_equal(net(Tensor(x)).data, ref)
 
 
@@ -339,8 +339,8 @@ def test_tensor_to_moves_the_data_and_its_gradient_back():
         assert type(y.data) is DeviceArray and y.device == "cuda" and x.device == "cpu"
         assert y.to("cuda") is y
         (y * y).sum().backward()
-    assert type(x.grad) is np.ndarray
-    np.testing.assert_array_equal(x.grad, [2.0, -4.0, 6.0])
+    assert type(x.grad.data) is np.ndarray and x.grad.device == "cpu"
+    np.testing.assert_array_equal(x.grad.data, [2.0, -4.0, 6.0])
 
 
 @pytest.mark.gpu

@@ -26,7 +26,7 @@ NumPy for CuPy,
     with cuda.emulate(cuda_emu.Module, xp=numpy):
         x_t = cuda.q_sample(x0, noise, t, sqrt_abar, sqrt_1m_abar)
 
-Routing. With the device set to "cuda", the ops (functional/norm.py, attention.py, conv),
+Routing. With the device set to "cuda", the ops (functional/groupnorm.py, attention.py, conv),
 the optimizer updates (optim.py) and the diffusion steps (diffusion/) call the functions
 below, each from one `if cuda.use_kernels(...)` at the top of the op; everywhere else, and
 for float64, they run their xp array code (NumPy is the specification).

@@ -1,5 +1,5 @@
 """The launches of kernels/groupnorm.cu: Group Normalization (Wu & He 2018) forward and
-backward (functional/norm.py), one group (or channel) per thread (naive) or per block."""
+backward (functional/groupnorm.py), one group (or channel) per thread (naive) or per block."""
 import numpy as np
 
 from .. import backend

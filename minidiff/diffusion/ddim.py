@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend, cuda
 from ..progress import countdown
-from ..tensor import no_grad
+from ..autograd import no_grad
 from ..validate import check_int, check_number
 from ._checks import as_start
 from .gaussian_diffusion import extract

@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import backend
 from ..progress import bar
-from ..tensor import Tensor, no_grad
+from ..autograd import no_grad
+from ..tensor import Tensor
 from ..validate import check_int
 from ._checks import as_batch, check_same_shape
 from .likelihood import mean_flat

@@ -24,10 +24,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import backend, cuda
+from .. import autograd, backend, cuda
 from .. import functional as F
 from ..progress import countdown
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor
 from ..validate import check_choice, check_int, check_number
 from . import likelihood
 from ._checks import as_batch, as_start, as_timesteps, check_same_shape
@@ -208,7 +208,7 @@ class GaussianDiffusion:
         variance, log_variance (broadcastable to x_t) and pred_x0 (x̂0)."""
         x_t = as_batch("x_t", x_t, self.dtype)
         t = as_timesteps(t, self.num_timesteps, x_t.shape[0])
-        with no_grad():
+        with autograd.no_grad():
             pred = self.model_predictions(model, x_t, t)                    # the network call
             p = self._mean_variance(pred, x_t, t, clip_denoised)
         return {k: v.data for k, v in p.items()}
@@ -250,7 +250,7 @@ class GaussianDiffusion:
         t = as_timesteps(t, self.num_timesteps, x_t.shape[0])
         z = (backend.rng().standard_normal(x_t.shape, dtype=self.dtype) if z is None  # line 3
              else as_batch("z", z, self.dtype, like_name="x_t", like=x_t))
-        with no_grad():
+        with autograd.no_grad():
             pred = self.model_predictions(model, x_t, t)                    # the network call
         return self._reverse_step(pred, x_t, t, clip_denoised, z)  # Ho et al. 2020, Alg. 2
 
@@ -291,7 +291,7 @@ class GaussianDiffusion:
         for i in countdown(self.num_timesteps, "sample", progress):  # Ho et al. 2020, Alg. 2, l. 2
             t = backend.xp().full((x.shape[0],), i, dtype=np.int64)   # (B,), the paper's i+1
             z = backend.rng().standard_normal(x.shape, dtype=self.dtype)   # line 3
-            with no_grad():
+            with autograd.no_grad():
                 pred = self.model_predictions(model, x, t)
             x = self._reverse_step(pred, x, t, clip_denoised, z)  # Ho et al. 2020, Alg. 2, l. 4
             if i % every == 0:
@@ -379,7 +379,7 @@ class GaussianDiffusion:
             t = backend.xp().full((B,), i, dtype=np.int64)
             noise = backend.rng().standard_normal(x0.shape, dtype=self.dtype)
             x_t = self._x_t(x0, t, noise)                                   # x_t ~ q(x_t | x0)
-            with no_grad():
+            with autograd.no_grad():
                 p = self._mean_variance(self.model_predictions(model, x_t, t), x_t, t,
                                         clip_denoised)                      # p_θ
                 terms[:, i] = backend.to_numpy(self._vb_terms_bpd(p, x0, x_t, t).data)

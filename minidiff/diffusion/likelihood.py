@@ -18,7 +18,8 @@ import math
 from .. import backend
 from .. import functional as F
 from ..functional._util import as_tensor
-from ..tensor import Tensor, no_grad
+from ..autograd import no_grad
+from ..tensor import Tensor
 
 LN2 = math.log(2.0)
 

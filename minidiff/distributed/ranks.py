@@ -183,7 +183,7 @@ class Ranks(World):
             at = 0
             for p, n in zip(group, sizes):
                 if p.grad is not None:
-                    flat[at:at + n] = p.grad.reshape(-1)
+                    flat[at:at + n] = p.grad.data.reshape(-1)
                 at += n
             flat = self._allreduce_sum(flat, "averaging the gradients")
             flat /= dtype.type(self.size)

@@ -47,7 +47,7 @@ def softmax(x, axis=-1):
     out = Tensor.make(y, (x,))
 
     def _backward():
-        x.accum_grad(_softmax_backward(y, out.grad, axis))
+        x.accum_grad(_softmax_backward(y, out.grad.data, axis))
     return out.set_backward(_backward)
 
 
@@ -71,7 +71,7 @@ def attention(q, k, v):
     out = Tensor.make(y, (q, k, v))
 
     def _backward():
-        dy = out.grad                                          # (B, C, N)
+        dy = out.grad.data                                     # (B, C, N)
         if v.requires_grad:
             v.accum_grad(xp.matmul(dy, A))                     # dv = dy A
         if q.requires_grad or k.requires_grad:

@@ -36,7 +36,7 @@ def conv2d_reference(x, weight, bias=None, stride=1, padding=0):
     out = Tensor.make(y, parents)
 
     def _backward():
-        dy = out.grad                                                  # (B, Cout, Ho, Wo)
+        dy = out.grad.data                                             # (B, Cout, Ho, Wo)
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dy.sum(axis=(0, 2, 3)))                    # db[o] = Σ_{b,r,s} dy
         if weight.requires_grad:                                       # dW = Σ_{b,r,s} window dy
@@ -125,7 +125,7 @@ def avg_pool2d(x, kernel_size=2, stride=None):
     out = Tensor.make(y, (x,))
 
     def _backward():
-        dy = out.grad * scale                                          # each input: 1/(kh kw)
+        dy = out.grad.data * scale                                     # each input: 1/(kh kw)
         dx = xp.zeros(x.shape, dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
@@ -155,7 +155,7 @@ def upsample_nearest2d(x, scale=2):
     out = Tensor.make(y.reshape(B, C, H * sh, W * sw), (x,))
 
     def _backward():                                                   # sum over each block
-        dy = out.grad.reshape(B, C, H, sh, W, sw)
+        dy = out.grad.data.reshape(B, C, H, sh, W, sw)
         dx = dy[:, :, :, 0, :, 0].copy()
         for i in range(sh):
             for j in range(sw):

@@ -245,7 +245,7 @@ def conv2d(x, weight, bias, stride, padding):
     out = Tensor.make(out_data, parents)
 
     def _backward():
-        dY = out.grad                                                  # (B, Cout, Ho, Wo)
+        dY = out.grad.data                                             # (B, Cout, Ho, Wo)
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
         slices = _slices(g, weight.shape[0], x.data.itemsize)
@@ -283,7 +283,7 @@ def _pointwise_conv2d(x, weight, bias):
     out = Tensor.make(y.reshape(B, Cout, H, W), parents)
 
     def _backward():
-        dy_b = out.grad.reshape(B, Cout, H * W)
+        dy_b = out.grad.data.reshape(B, Cout, H * W)
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dy_b.sum(axis=(0, 2)))                     # db = Σ_{b,y,x} dY
         if weight.requires_grad:
@@ -308,7 +308,7 @@ def _conv2d_kernels(x, weight, bias, stride, padding):
     out = Tensor.make(y, parents)
 
     def _backward():
-        dY = out.grad                                                  # (B, Cout, Ho, Wo)
+        dY = out.grad.data                                             # (B, Cout, Ho, Wo)
         if bias is not None and bias.requires_grad:
             bias.accum_grad(dY.sum(axis=(0, 2, 3)))                    # db = Σ_{b,y,x} dY
         if weight.requires_grad:

@@ -19,9 +19,9 @@ def add(a, b):
 
     def _backward():                                   # d(a+b)/da = d(a+b)/db = 1
         if a.requires_grad:
-            a.accum_grad(unbroadcast(out.grad, a.shape))
+            a.accum_grad(unbroadcast(out.grad.data, a.shape))
         if b.requires_grad:
-            b.accum_grad(unbroadcast(out.grad, b.shape))
+            b.accum_grad(unbroadcast(out.grad.data, b.shape))
     return out.set_backward(_backward)
 
 
@@ -33,9 +33,9 @@ def sub(a, b):
 
     def _backward():                                   # d(a-b)/da = 1, d(a-b)/db = -1
         if a.requires_grad:
-            a.accum_grad(unbroadcast(out.grad, a.shape))
+            a.accum_grad(unbroadcast(out.grad.data, a.shape))
         if b.requires_grad:
-            b.accum_grad(unbroadcast(-out.grad, b.shape))
+            b.accum_grad(unbroadcast(-out.grad.data, b.shape))
     return out.set_backward(_backward)
 
 
@@ -47,9 +47,9 @@ def mul(a, b):
 
     def _backward():                                   # d(ab)/da = b, d(ab)/db = a
         if a.requires_grad:
-            a.accum_grad(unbroadcast(out.grad * b.data, a.shape))
+            a.accum_grad(unbroadcast(out.grad.data * b.data, a.shape))
         if b.requires_grad:
-            b.accum_grad(unbroadcast(out.grad * a.data, b.shape))
+            b.accum_grad(unbroadcast(out.grad.data * a.data, b.shape))
     return out.set_backward(_backward)
 
 
@@ -61,9 +61,9 @@ def div(a, b):
 
     def _backward():                                   # d(a/b)/da = 1/b, d(a/b)/db = -a/b²
         if a.requires_grad:
-            a.accum_grad(unbroadcast(out.grad / b.data, a.shape))
+            a.accum_grad(unbroadcast(out.grad.data / b.data, a.shape))
         if b.requires_grad:
-            b.accum_grad(unbroadcast(-out.grad * out.data / b.data, b.shape))
+            b.accum_grad(unbroadcast(-out.grad.data * out.data / b.data, b.shape))
     return out.set_backward(_backward)
 
 
@@ -76,9 +76,9 @@ def pow(a, b):
 
     def _backward():
         if a.requires_grad:                            # d(a^b)/da = b·a^(b-1)
-            a.accum_grad(unbroadcast(out.grad * b.data * a.data ** (b.data - 1), a.shape))
+            a.accum_grad(unbroadcast(out.grad.data * b.data * a.data ** (b.data - 1), a.shape))
         if b.requires_grad:                            # d(a^b)/db = a^b·log(a)
-            b.accum_grad(unbroadcast(out.grad * out.data * xp.log(a.data), b.shape))
+            b.accum_grad(unbroadcast(out.grad.data * out.data * xp.log(a.data), b.shape))
     return out.set_backward(_backward)
 
 
@@ -92,9 +92,9 @@ def maximum(a, b):
 
     def _backward():
         if a.requires_grad:
-            a.accum_grad(unbroadcast(out.grad * take_a, a.shape))
+            a.accum_grad(unbroadcast(out.grad.data * take_a, a.shape))
         if b.requires_grad:
-            b.accum_grad(unbroadcast(out.grad * ~take_a, b.shape))
+            b.accum_grad(unbroadcast(out.grad.data * ~take_a, b.shape))
     return out.set_backward(_backward)
 
 
@@ -106,7 +106,7 @@ def neg(x):
     out = Tensor.make(-x.data, (x,))
 
     def _backward():
-        x.accum_grad(-out.grad)
+        x.accum_grad(-out.grad.data)
     return out.set_backward(_backward)
 
 
@@ -117,7 +117,7 @@ def exp(x):
     out = Tensor.make(backend.xp().exp(x.data), (x,))
 
     def _backward():                                   # d exp(x) = exp(x)
-        x.accum_grad(out.grad * out.data)
+        x.accum_grad(out.grad.data * out.data)
     return out.set_backward(_backward)
 
 
@@ -128,7 +128,7 @@ def log(x):
     out = Tensor.make(backend.xp().log(x.data), (x,))
 
     def _backward():                                   # d log(x) = 1/x
-        x.accum_grad(out.grad / x.data)
+        x.accum_grad(out.grad.data / x.data)
     return out.set_backward(_backward)
 
 
@@ -139,7 +139,7 @@ def sqrt(x):
     out = Tensor.make(backend.xp().sqrt(x.data), (x,))
 
     def _backward():                                   # d √x = 1 / (2√x)
-        x.accum_grad(out.grad / (2 * out.data))
+        x.accum_grad(out.grad.data / (2 * out.data))
     return out.set_backward(_backward)
 
 
@@ -150,7 +150,7 @@ def sin(x):
     out = Tensor.make(backend.xp().sin(x.data), (x,))
 
     def _backward():                                   # d sin(x) = cos(x)
-        x.accum_grad(out.grad * backend.xp().cos(x.data))
+        x.accum_grad(out.grad.data * backend.xp().cos(x.data))
     return out.set_backward(_backward)
 
 
@@ -161,7 +161,7 @@ def cos(x):
     out = Tensor.make(backend.xp().cos(x.data), (x,))
 
     def _backward():                                   # d cos(x) = -sin(x)
-        x.accum_grad(-out.grad * backend.xp().sin(x.data))
+        x.accum_grad(-out.grad.data * backend.xp().sin(x.data))
     return out.set_backward(_backward)
 
 
@@ -173,7 +173,7 @@ def abs(x):
     out = Tensor.make(xp.abs(x.data), (x,))
 
     def _backward():                                   # d|x| = sign(x), 0 at 0
-        x.accum_grad(out.grad * xp.sign(x.data))
+        x.accum_grad(out.grad.data * xp.sign(x.data))
     return out.set_backward(_backward)
 
 
@@ -184,7 +184,7 @@ def tanh(x):
     out = Tensor.make(backend.xp().tanh(x.data), (x,))
 
     def _backward():                                   # d tanh = 1 - tanh²
-        x.accum_grad(out.grad * (1 - out.data * out.data))
+        x.accum_grad(out.grad.data * (1 - out.data * out.data))
     return out.set_backward(_backward)
 
 
@@ -201,7 +201,7 @@ def sigmoid(x):
     out = Tensor.make(_sigmoid(backend.xp(), x.data), (x,))
 
     def _backward():                                   # dσ = σ(1 - σ)
-        x.accum_grad(out.grad * out.data * (1 - out.data))
+        x.accum_grad(out.grad.data * out.data * (1 - out.data))
     return out.set_backward(_backward)
 
 
@@ -213,7 +213,7 @@ def relu(x):
     out = Tensor.make(x.data * mask, (x,))
 
     def _backward():                                   # d relu = 1 where x > 0, else 0
-        x.accum_grad(out.grad * mask)
+        x.accum_grad(out.grad.data * mask)
     return out.set_backward(_backward)
 
 
@@ -234,7 +234,7 @@ def silu(x):
         d = 1 - s
         d *= out.data
         d += s
-        d *= out.grad
+        d *= out.grad.data
         x.accum_grad(d)
     return out.set_backward(_backward)
 
@@ -254,7 +254,7 @@ def clip(x, lo=None, hi=None):
     out = Tensor.make(backend.xp().clip(x.data, lo, hi), (x,))
 
     def _backward():
-        x.accum_grad(out.grad * inside)
+        x.accum_grad(out.grad.data * inside)
     return out.set_backward(_backward)
 
 
@@ -265,5 +265,5 @@ def astype(x, dtype):
     out = Tensor.make(x.data.astype(dtype), (x,))
 
     def _backward():
-        x.accum_grad(out.grad.astype(x.dtype))
+        x.accum_grad(out.grad.data.astype(x.dtype))
     return out.set_backward(_backward)

@@ -16,10 +16,11 @@ def matmul(a, b):
     out = Tensor.make(xp.matmul(a.data, b.data), (a, b))
 
     def _backward():                                   # dA = dC·Bᵀ, dB = Aᵀ·dC
+        dC = out.grad.data
         if a.requires_grad:
-            a.accum_grad(unbroadcast(xp.matmul(out.grad, xp.swapaxes(b.data, -1, -2)), a.shape))
+            a.accum_grad(unbroadcast(xp.matmul(dC, xp.swapaxes(b.data, -1, -2)), a.shape))
         if b.requires_grad:
-            b.accum_grad(unbroadcast(xp.matmul(xp.swapaxes(a.data, -1, -2), out.grad), b.shape))
+            b.accum_grad(unbroadcast(xp.matmul(xp.swapaxes(a.data, -1, -2), dC), b.shape))
     return out.set_backward(_backward)
 
 
@@ -43,7 +44,7 @@ def linear(x, weight, bias=None):
     out = Tensor.make(y.reshape(x.shape[:-1] + (weight.shape[0],)), parents)
 
     def _backward():
-        g = out.grad.reshape(-1, weight.shape[0])                      # (N, out)
+        g = out.grad.data.reshape(-1, weight.shape[0])                 # (N, out)
         if x.requires_grad:
             x.accum_grad((g @ weight.data).reshape(x.shape))           # dX = dY·W
         if weight.requires_grad:

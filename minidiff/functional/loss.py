@@ -41,7 +41,7 @@ def mse_loss(pred, target, reduction="mean"):
     out = Tensor.make(loss, (pred, target))
 
     def _backward():
-        g = (2.0 / n) * d * out.grad                           # d loss / d pred = 2 (pred - y) / n
+        g = (2.0 / n) * d * out.grad.data                      # d loss / d pred = 2 (pred - y) / n
         if pred.requires_grad:
             pred.accum_grad(g)
         if target.requires_grad:
@@ -73,5 +73,5 @@ def dropout(x, p, training=True):
     out = Tensor.make(x.data * mask, (x,))
 
     def _backward():                                           # the same mask, no new draw
-        x.accum_grad(out.grad * mask)
+        x.accum_grad(out.grad.data * mask)
     return out.set_backward(_backward)

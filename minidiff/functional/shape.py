@@ -1,11 +1,12 @@
-"""Shape ops: reshape, unsqueeze, transpose/permute, concat, indexing, and the move between
-devices. They move numbers, never change them, so each backward moves the gradient back the
+"""Shape ops: reshape, unsqueeze, transpose/permute, concat, indexing, clone, and the move
+between devices. They move numbers, never change them, so each backward moves the gradient back the
 same way."""
 import builtins
 import numbers
 
 from .. import backend
-from ..tensor import Tensor, array_on, op
+from ..backend import array_on
+from ..tensor import Tensor, op
 from ..validate import check_choice
 from ._util import as_tensor
 
@@ -25,7 +26,7 @@ def reshape(x, *shape):
     out = Tensor.make(data, (x,))
 
     def _backward():
-        x.accum_grad(out.grad.reshape(x.shape))
+        x.accum_grad(out.grad.data.reshape(x.shape))
     return out.set_backward(_backward)
 
 
@@ -81,7 +82,7 @@ def _permute(x, axes, op):
     out = Tensor.make(x.data.transpose(axes), (x,))
 
     def _backward():                                   # the inverse permutation
-        x.accum_grad(out.grad.transpose(inverse))
+        x.accum_grad(out.grad.data.transpose(inverse))
     return out.set_backward(_backward)
 
 
@@ -97,7 +98,18 @@ def to_device(x, device):
     out = Tensor.make(array_on(x.data, device), (x,))
 
     def _backward():
-        x.accum_grad(array_on(out.grad, source))
+        x.accum_grad(array_on(out.grad.data, source))
+    return out.set_backward(_backward)
+
+
+@op
+def clone(x):
+    """A copy of x's data that stays on the graph (torch's clone): the gradient passes as is."""
+    x = as_tensor(x)
+    out = Tensor.make(x.data.copy(), (x,))
+
+    def _backward():
+        x.accum_grad(out.grad.data)
     return out.set_backward(_backward)
 
 
@@ -131,7 +143,7 @@ def concat(tensors, axis=0):
         for t, lo, hi in zip(ts, bounds[:-1], bounds[1:]):
             if t.requires_grad:
                 idx = (builtins.slice(None),) * ax + (builtins.slice(lo, hi),)
-                t.accum_grad(out.grad[idx].copy())
+                t.accum_grad(out.grad.data[idx].copy())
     return out.set_backward(_backward)
 
 
@@ -159,6 +171,6 @@ def getitem(x, idx):
 
     def _backward():
         g = backend.xp().zeros_like(x.data)
-        g[idx] = out.grad
+        g[idx] = out.grad.data
         x.accum_grad(g)
     return out.set_backward(_backward)

@@ -15,7 +15,7 @@ from .. import backend
 from .. import functional as F
 from ..functional.conv import conv2d
 from ..functional.loss import check_dropout_p, dropout
-from ..functional.norm import group_norm, group_norm_silu
+from ..functional.groupnorm import group_norm, group_norm_silu
 from ..validate import check_int, check_number
 from .module import Module, Parameter
 

@@ -10,7 +10,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor, array_on, device_of
+from ..backend import array_on, device_of
+from ..tensor import Tensor
 from ..validate import check_bool, check_choice
 
 
@@ -164,7 +165,7 @@ class Module:
         device = check_choice("Module.to: device", device, backend.DEVICES)
         tensors = {id(t): t for m in self.modules() for _, t in m._own_tensors()}.values()
         moved = [(t, array_on(t.data, device),
-                  None if t.grad is None else array_on(t.grad, device)) for t in tensors]
+                  None if t.grad is None else array_on(t.grad.data, device)) for t in tensors]
         for t, data, grad in moved:
             t.data, t.grad = data, grad
         return self
@@ -191,7 +192,7 @@ class Module:
         modules = self.modules()
         for t in {id(t): t for m in modules for _, t in m._own_tensors()}.values():
             t.data = t.data.astype(dtype, copy=False)
-            t.grad = None if t.grad is None else t.grad.astype(dtype, copy=False)
+            t.grad = None if t.grad is None else t.grad.data.astype(dtype, copy=False)
         for m in modules:
             if "dtype" in vars(m):
                 m.dtype = dtype

@@ -13,8 +13,7 @@ def clip_grad_norm_(params, max_norm):
 
     g ← g · max_norm / max(‖g‖, max_norm), with ‖g‖ over every gradient at once (TF's
     clip_by_global_norm, as in Ho et al.'s code; PyTorch divides by ‖g‖ + 1e-6). Parameters
-    whose .grad is None are skipped. New gradient arrays are made, never edited in place,
-    since two tensors may share one gradient array.
+    whose .grad is None are skipped.
     """
     if isinstance(params, Module):
         raise ValueError("clip_grad_norm_: pass module.parameters(), not the module itself")
@@ -26,13 +25,14 @@ def clip_grad_norm_(params, max_norm):
     params = [p for p in params if p.grad is not None]
     sq = 0.0
     for p in params:
-        g = p.grad.astype(xp.float64)                          # summed in float64
+        g = p.grad.data.astype(xp.float64)                     # summed in float64
         sq = sq + (g * g).sum()
     total = math.sqrt(float(sq))                               # ‖g‖ = √(Σ_i Σ g_i²)
     if total > max_norm:
         coef = max_norm / total
         for p in params:
-            p.grad = p.grad * p.grad.dtype.type(coef)          # g ← g · max_norm / ‖g‖
+            g = p.grad.data                    # a new array: one set by hand may be shared
+            p.grad.data = g * g.dtype.type(coef)               # g ← g · max_norm / ‖g‖
     return total
 
 

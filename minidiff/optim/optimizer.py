@@ -89,14 +89,14 @@ class Optimizer:
 
     # ------------------------------------------------------------------ the step
     def zero_grad(self, set_to_none=True):
-        """Forget the gradients (PyTorch's default, set_to_none=True), or with False make them
-        zeros (new arrays: nothing edits a .grad in place, see Tensor.accum_grad)."""
+        """Forget the gradients (PyTorch's default, set_to_none=True), or with False fill them
+        with zeros in place (each parameter's .grad is its own: see Tensor.accum_grad)."""
         check_bool(f"{type(self).__name__}.zero_grad: set_to_none", set_to_none)
         for p in self.params:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad = backend.xp().zeros_like(p.grad)
+                p.grad.zero_()
 
     def step(self):
         """One update of every parameter that requires grad and has a .grad, with each
@@ -118,7 +118,7 @@ class Optimizer:
                                  f"{p.shape} but its grad has shape {p.grad.shape}")
         for i, p, h in todo:
             self.steps[i] += 1
-            self._update(i, p.data, p.grad, h)
+            self._update(i, p.data, p.grad.data, h)
 
     def _buffer(self, name, i):
         if self.buffers[name][i] is None:

@@ -9,7 +9,7 @@ own scale γ (weight) and shift β (bias):
 
 group_norm_reference is that algorithm line by line. Its backward is written in closed form
 (not by chaining primitive ops); it keeps only μ and rstd = 1/√(σ² + ε) and rebuilds x̂ from
-x. group_norm, the one the layers call, returns the same numbers faster: through norm_fast.py
+x. group_norm, the one the layers call, returns the same numbers faster: through groupnorm_fast.py
 on the CPU, and on the GPU in one kernel launch each way (kernels/groupnorm.cu, through
 minidiff.cuda). group_norm_silu is SiLU(group_norm(x)) as one op, the U-Net's usual pair.
 tests/test_norm_fast.py holds the fast paths equal to the reference.
@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import backend, cuda
 from ..tensor import Tensor, op
-from . import norm_fast
+from . import groupnorm_fast
 from ._util import as_tensor, same_dtype
 from .elementwise import silu
 
@@ -103,7 +103,7 @@ def _group_norm_math(x, num_groups, weight, bias, eps):
     del xc, x_hat                                                  # only μ and rstd are kept
 
     def _backward():
-        dy = out.grad                                              # (B, C, ...)
+        dy = out.grad.data                                         # (B, C, ...)
         x_hat = ((x.data.reshape(B, G, -1) - mean) * rstd).reshape(x.shape)
         reduce_axes = (0,) + tuple(range(2, x.ndim))               # all but the channel axis
         if weight is not None and weight.requires_grad:
@@ -140,14 +140,14 @@ def _accumulate(x, weight, bias, dx, dgamma, dbeta):
 
 
 def _group_norm_fast(x, num_groups, weight, bias, eps, silu):
-    """group_norm (silu=False) or group_norm_silu on the CPU, through norm_fast.py."""
+    """group_norm (silu=False) or group_norm_silu on the CPU, through groupnorm_fast.py."""
     gamma, beta = _gamma_beta(x, weight, bias)                         # (C,) γ, β
-    y, mean, rstd = norm_fast.forward(x.data, num_groups, gamma, beta, eps, silu)
+    y, mean, rstd = groupnorm_fast.forward(x.data, num_groups, gamma, beta, eps, silu)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     out = Tensor.make(y, parents)
 
     def _backward():
-        grads = norm_fast.backward(out.grad, x.data, mean, rstd, gamma, beta, silu)
+        grads = groupnorm_fast.backward(out.grad.data, x.data, mean, rstd, gamma, beta, silu)
         _accumulate(x, weight, bias, *grads)
     return out.set_backward(_backward)
 
@@ -160,6 +160,6 @@ def _group_norm_kernels(x, num_groups, weight, bias, eps):
     out = Tensor.make(y, parents)
 
     def _backward():
-        grads = cuda.group_norm_backward(out.grad, x.data, mean, rstd, gamma, beta, num_groups)
+        grads = cuda.group_norm_backward(out.grad.data, x.data, mean, rstd, gamma, beta, num_groups)
         _accumulate(x, weight, bias, *grads)
     return out.set_backward(_backward)

@@ -14,7 +14,7 @@ computes the same numbers in fewer passes (nine forward, SiLU included):
    backward rebuilds y's input from x, μ and rstd instead of keeping it: one activation
    saved per pair, and one op instead of two.
 
-The backward in closed form (Wu & He 2018; the same algebra as norm.py's reference), with
+The backward in closed form (Wu & He 2018; the same algebra as groupnorm.py's reference), with
 dx̂ = γ·dh and means over each group's M = C/G·H·W numbers:
 
     dx = rstd · (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂))
