@@ -114,12 +114,14 @@ def plain(dtype=np.float32):
 GRAPH = r"this tensor requires grad.*inside `with minidiff.no_grad\(\):`"
 REFUSED = [
     ("leaf add_", lambda: leaf().add_(1), RuntimeError, r"^add_: " + GRAPH),
-    ("leaf zero_", lambda: leaf().zero_(), RuntimeError, r"^zero_: " + GRAPH),
+    ("leaf zero_", lambda: leaf().zero_(), RuntimeError,
+     r"^zero_: " + GRAPH + r".*\(x = x \* 0\) to stay on the graph"),
     ("leaf -=", lambda: apply("sub_", leaf(), 1.0, 1, "operator"), RuntimeError, r"^sub_: "),
     ("parameter *=", lambda: apply("mul_", Parameter(np.ones(2)), 2, 1, "operator"),
      RuntimeError, r"^mul_: " + GRAPH),
     ("non-leaf fill_", lambda: non_leaf().fill_(0), RuntimeError, r"^fill_: " + GRAPH),
-    ("non-leaf div_", lambda: non_leaf().div_(2), RuntimeError, r"^div_: " + GRAPH),
+    ("non-leaf div_", lambda: non_leaf().div_(2), RuntimeError,
+     r"^div_: " + GRAPH + r".*\(x = x / y\) to stay on the graph"),
     ("operand on the graph", lambda: plain().add_(non_leaf()), RuntimeError,
      r"^add_: the operand requires grad.*write x = x \+ y.*or pass y\.detach\(\)"),
     ("bigger", lambda: plain().mul_(np.ones((2, 3), np.float32)), ValueError,

@@ -21,8 +21,8 @@ from ..tensor import Tensor
 from ..validate import check_number
 from ._util import as_tensor, pair
 
-OUT_OF_PLACE = {"fill_": "x = y", "copy_": "x = y", "add_": "x = x + y", "sub_": "x = x - y",
-                "mul_": "x = x * y", "div_": "x = x / y"}       # what a refusal tells to write
+OUT_OF_PLACE = {"zero_": "x = x * 0", "fill_": "x = y", "copy_": "x = y", "add_": "x = x + y",
+                "sub_": "x = x - y", "mul_": "x = x * y", "div_": "x = x / y"}   # what to write
 
 
 def _target(x, name):
@@ -34,7 +34,7 @@ def _target(x, name):
         raise RuntimeError(
             f"{name}: this tensor requires grad, and changing it in place would change what "
             f"a graph saved; update it inside `with minidiff.no_grad():`, or compute a new "
-            f"tensor (x = x + y) to stay on the graph")
+            f"tensor ({OUT_OF_PLACE[name]}) to stay on the graph")
     return x
 
 
