@@ -22,6 +22,7 @@ and flow_vs_ddpm.png.
 """
 import argparse
 import os
+import sys
 import time
 
 from minidiff import data, viz
@@ -45,12 +46,13 @@ def config(kind, timesteps, mu_weight, seed, steps, out_dir):
 def run(cfg, n, frames=0):
     """Train, sample n points from the EMA weights, measure. A NaN ends the run early."""
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, overwrite=True, quiet=True)
+    trainer = Trainer(cfg, overwrite=True)            # the training bar, on stderr
     try:
         trainer.run(final_samples=False)
     except NonFiniteLoss as e:
         return trainer, None, [], {"diverged": str(e)}, time.perf_counter() - t0
-    x, trajectory = trainer.sample(n, frames=frames)  # Ho et al. 2020, Alg. 2
+    x, trajectory = trainer.sample(n, frames=frames,  # Ho et al. 2020, Alg. 2
+                                   progress=sys.stderr.isatty())   # a bar on a terminal
     return trainer, x, trajectory, distances_2d(x, cfg), time.perf_counter() - t0
 
 
@@ -124,9 +126,10 @@ def flow_vs_ddpm(args):
         for objective in ("ddpm", "flow"):
             cfg = flow_config(objective, name, args)
             t0 = time.perf_counter()
-            trainer = Trainer(cfg, overwrite=True, quiet=True).run(final_samples=False)
+            trainer = Trainer(cfg, overwrite=True).run(final_samples=False)   # a bar
             t1 = time.perf_counter()
-            x, _ = trainer.sample(args.n, euler_steps=args.euler_steps)   # the run's sampler
+            x, _ = trainer.sample(args.n, euler_steps=args.euler_steps,      # the run's
+                                  progress=sys.stderr.isatty())               # sampler
             t2 = time.perf_counter()
             d = distances_2d(x, cfg)
             how = ("DDPM, ancestral 1000 steps" if objective == "ddpm" else
