@@ -22,7 +22,6 @@ and flow_vs_ddpm.png.
 """
 import argparse
 import os
-import sys
 import time
 
 from minidiff import data, viz
@@ -51,8 +50,7 @@ def run(cfg, n, frames=0):
         trainer.run(final_samples=False)
     except NonFiniteLoss as e:
         return trainer, None, [], {"diverged": str(e)}, time.perf_counter() - t0
-    x, trajectory = trainer.sample(n, frames=frames,  # Ho et al. 2020, Alg. 2
-                                   progress=sys.stderr.isatty())   # a bar on a terminal
+    x, trajectory = trainer.sample(n, frames=frames, progress=True)   # Ho et al. 2020, Alg. 2
     return trainer, x, trajectory, distances_2d(x, cfg), time.perf_counter() - t0
 
 
@@ -128,8 +126,8 @@ def flow_vs_ddpm(args):
             t0 = time.perf_counter()
             trainer = Trainer(cfg, overwrite=True).run(final_samples=False)   # a bar
             t1 = time.perf_counter()
-            x, _ = trainer.sample(args.n, euler_steps=args.euler_steps,      # the run's
-                                  progress=sys.stderr.isatty())               # sampler
+            x, _ = trainer.sample(args.n, euler_steps=args.euler_steps,   # the run's sampler
+                                  progress=True)
             t2 = time.perf_counter()
             d = distances_2d(x, cfg)
             how = ("DDPM, ancestral 1000 steps" if objective == "ddpm" else

@@ -132,7 +132,7 @@ def cmd_sample(args):
                                       sampler=args.sampler, variance=args.variance,
                                       ddim_steps=args.ddim_steps, eta=args.eta, frames=frames,
                                       euler_steps=args.euler_steps,
-                                      progress=sys.stderr.isatty())   # a terminal's
+                                      progress=True)       # a bar on stderr
     dt = time.perf_counter() - t0
     how = {"ddim": f"DDIM, {args.ddim_steps} steps, eta {args.eta:g}",
            "euler": f"Euler, {args.euler_steps} steps",
@@ -191,7 +191,7 @@ def cmd_nll(args):
         for i in range(0, len(x), args.batch_size):
             xb = backend.xp().asarray(x[i:i + args.batch_size])
             results.append(calc_bpd_loop(trainer.diffusion, model, xb,
-                                         progress=sys.stderr.isatty()))   # a terminal's
+                                         progress=True))       # a bar on stderr
             print(f"  {min(i + args.batch_size, len(x))}/{len(x)} images, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     total = np.concatenate([r["total_bpd"] for r in results])

@@ -92,11 +92,11 @@ def sample(model, diffusion, n, args, clip):
     if args.sampler == "ddim":
         chain = ddim_sample_loop_progressive(d, net, shape, num_steps=args.ddim_steps,
                                              eta=args.eta, clip_denoised=clip,
-                                             progress=sys.stderr.isatty())
+                                             progress=True)
         n_states = len(ddim_timesteps(d.num_timesteps, args.ddim_steps)) + 1
     else:
         chain = d.p_sample_loop_progressive(net, shape, clip_denoised=clip,
-                                            progress=sys.stderr.isatty())
+                                            progress=True)
         n_states = d.num_timesteps + 1
     keep = viz.frame_indices(n_states, args.frames) if args.gif else set()
     trajectory = []
@@ -147,7 +147,7 @@ def bits_per_dim(model, diffusion, x, batch_size, clip):
     with no_grad():
         for i in range(0, len(x), batch_size):
             r = diffusion.calc_bpd_loop(model, backend.xp().asarray(x[i:i + batch_size]),
-                                        clip_denoised=clip, progress=sys.stderr.isatty())
+                                        clip_denoised=clip, progress=True)
             totals.append(backend.to_numpy(r["total_bpd"]))
             priors.append(backend.to_numpy(r["prior_bpd"]))
             print(f"  {min(i + batch_size, len(x))}/{len(x)} images, "

@@ -3,6 +3,9 @@
     Progress(steps, desc="train")          the training bar, the loss as its postfix
     countdown(T, "sample", progress)       T-1, ..., 0, with a bar when progress is True
     bar(range(S), "euler", progress)       0, ..., S-1, the same
+
+On a terminal each is a live tqdm bar; in a pipe or a log, tqdm's line printed whole about
+every tenth of the way, so a log holds ten lines, not every redraw.
 """
 import sys
 import time
@@ -44,11 +47,24 @@ class Progress:
 
 
 def bar(steps, desc, progress):
-    """`steps` (a range) itself, or (progress=True) wrapped in a tqdm bar of len(steps) on
-    stderr. `progress` is the samplers' and the bound's public argument, checked here."""
+    """`steps` (a range) itself, or (progress=True) the same steps shown as the training bar
+    shows its own (Progress): a live tqdm bar on a terminal's stderr, ten whole lines in a log.
+    `progress` is the samplers' and the bound's public argument, checked here."""
     if not check_bool("progress", progress):
         return steps
-    return tqdm(steps, total=len(steps), desc=desc, file=sys.stderr, dynamic_ncols=True)
+    return _shown(steps, desc)
+
+
+def _shown(steps, desc):
+    """Each of `steps`, with the bar moved on after it; closed with the loop, also by an error
+    (the samplers' callers close their chains, so the bar ends its line before the message)."""
+    shown = Progress(len(steps), desc=desc)
+    try:
+        for s in steps:
+            yield s
+            shown.update(1)
+    finally:
+        shown.close()
 
 
 def countdown(n, desc, progress):

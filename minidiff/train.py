@@ -240,7 +240,7 @@ class Trainer:
         try:
             self._train()
             if final_samples:
-                self.save_samples("samples.png")
+                self.save_samples("samples.png", progress=not self.quiet)   # minutes: a bar
         except BaseException:
             self._folder.failed()           # --overwrite, no checkpoint yet: the old run back
             raise
@@ -374,11 +374,11 @@ class Trainer:
         return backend.to_numpy(x), trajectory
 
     # -------------------------------------------------------------------- pictures
-    def save_samples(self, name):
+    def save_samples(self, name, progress=False):
         """A picture of samples from the EMA weights (what it looks like: self.kind)."""
         path = os.path.join(self.cfg.out_dir, name)
         x, _ = self.sample(self.cfg.n_samples if not self.kind.images else
-                           min(self.cfg.n_samples, 64))
+                           min(self.cfg.n_samples, 64), progress=progress)
         reference = None if self.kind.images else self.data[:5000]
         if distributed.writes():               # N ranks: all sample (in step), rank 0 draws
             self.kind.picture(x, path, reference=reference, title=f"step {self.step}")

@@ -221,7 +221,7 @@ def test_nll_prints_bits_per_dim_on_the_digits_test_split(tmp_path, capsys, monk
     main(["train", "--data", "digits", "--model", "tiny", "--timesteps", "21", "--steps", "4",
           "--batch-size", "2", "--n-samples", "2", "--quiet", "--out-dir", str(out)])
     main(["nll", "--run", str(out), "--n", "3", "--seed", "5"])
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     m = re.search(r"3 images of the digits test split, T = 21: NLL <= ([\d.]+) ± ([\d.]+) "
                   r"bits/dim", text)
     assert m, text
@@ -236,11 +236,12 @@ def test_nll_prints_bits_per_dim_on_the_digits_test_split(tmp_path, capsys, monk
         bpd = calc_bpd_loop(t.diffusion, t.model, data.load_digits(split="test")[:3])
     assert float(m.group(1)) == pytest.approx(bpd["total_bpd"].mean(), abs=6e-4)
     assert 0 < float(m.group(1)) < 50
-    assert "/21 [" not in capsys.readouterr().err           # not a terminal: no bar
-    with monkeypatch.context() as mp:                       # a terminal: the bound's bar
+    assert "21/21 [" in err and "\r" not in err              # a log: whole lines, no redraw
+    with monkeypatch.context() as mp:                       # a terminal: the bound's live bar
         mp.setattr(sys.stderr, "isatty", lambda: True)
         main(["nll", "--run", str(out), "--n", "3", "--seed", "5"])
-    assert "21/21 [" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "21/21 [" in err and "\r" in err
 
 
 def test_python_dash_m_minidiff_runs_the_cli():

@@ -1,6 +1,6 @@
 """Sampling shows progress (issue 23, point 6's last gap): Trainer.sample(progress=True) and
-`minidiff sample` draw a tqdm bar of the sampler's steps on stderr, and the bar changes no
-sample. On 71d2250 Trainer.sample had no progress= and `minidiff sample` was silent for as long
+`minidiff sample` draw a tqdm bar of the sampler's steps on stderr (in a log, ten whole lines),
+and the bar changes no sample. On 71d2250 Trainer.sample had no progress= and `minidiff sample` was silent for as long
 as it ran (73 s for 4 images of a U-Net)."""
 import re
 import sys
@@ -20,8 +20,9 @@ TINY = dict(data="two_moons", n_points=200, hidden=16, depth=1, time_dim=8, time
 
 
 def bar_counts(err):
-    """The "done/total" counts of tqdm's bar lines in `err` (each redraw prints one)."""
-    return {tuple(map(int, m)) for m in re.findall(r"\| *(\d+)/(\d+) \[", err)}
+    """The "done/total" counts of tqdm's bar lines in `err`: each redraw of a terminal's bar,
+    each whole line of a log's."""
+    return {tuple(map(int, m)) for m in re.findall(r"[| ](\d+)/(\d+) \[", err)}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +51,13 @@ def test_trainer_sample_refuses_a_progress_that_is_not_a_bool(trained):
         trained[0].sample(2, progress="yes")
 
 
-def test_the_sample_command_shows_the_bar_on_a_terminal_s_stderr(trained, capsys,
-                                                                 monkeypatch):
+def test_the_sample_command_shows_the_bar_on_a_terminal_and_whole_lines_in_a_log(
+        trained, capsys, monkeypatch):
     _, run = trained
     argv = ["sample", "--run", str(run), "--n", "4", "--sampler", "ddim", "--ddim-steps", "5"]
-    main(argv)                                    # stderr is captured, not a terminal: no bar
-    assert bar_counts(capsys.readouterr().err) == set()
+    main(argv)                                    # stderr is captured, not a terminal: a log
+    err = capsys.readouterr().err
+    assert bar_counts(err) == {(k, 5) for k in range(1, 6)} and "\r" not in err, err
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     main(argv)
     captured = capsys.readouterr()
@@ -77,3 +79,14 @@ def test_a_bar_cut_short_by_an_error_ends_its_line_before_the_error(trained, tmp
     err = capsys.readouterr().err
     assert (0, T) in bar_counts(err), err
     assert err.splitlines()[-1].startswith("minidiff: error: sampling: x_"), repr(err)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_samples_after_training_show_a_bar_unless_quiet(tmp_path, capsys, quiet):
+    """`minidiff train` ends by drawing samples.png: T network calls per sample batch, minutes
+    for a U-Net at T = 1000, silent before 2026-12-07 after the training bar had ended."""
+    Trainer(TrainConfig(**TINY, out_dir=str(tmp_path / "run")), quiet=quiet).run()
+    err = capsys.readouterr().err
+    sampling = "\n".join(line for line in err.splitlines() if line.startswith("sample:"))
+    assert ((T, T) in bar_counts(sampling)) is not quiet, err
+    assert (tmp_path / "run" / "samples.png").exists()
