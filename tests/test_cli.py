@@ -206,7 +206,10 @@ def test_demo_says_how_long_it_will_take_then_draws_both_sets(tmp_path, capsys):
                                                                2 * (12000 * 0.008 + 30.0)))
     out_dir = tmp_path / "demo"
     main(["demo", "--steps", "40", "--timesteps", "21", "--n", "60", "--out-dir", str(out_dir)])
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    # each set's sampling (15-30 s at the demo's size) shows its bar: silent before 2026-12-07
+    assert sum(line.startswith("sample: 100% 21/21 ") for line in err.splitlines()) == 2, err
     fastest, slowest = demo_estimate(40, 21, 60)
     assert lines[0] == (f"the demo trains and samples two 2-D sets: expect {fastest / 60:.1f} "
                         f"to {slowest / 60:.1f} minutes on 2 idle CPU cores")
