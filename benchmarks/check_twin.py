@@ -54,8 +54,8 @@ def compare(name, batch=2, seed=0):
     grads = dict(twin.named_parameters())
     worst, scale = 0.0, 0.0
     for pname, p in model.named_parameters():
-        worst = max(worst, np.abs(p.grad - grads[pname].grad.numpy()).max())
-        scale = max(scale, np.abs(p.grad).max())
+        worst = max(worst, np.abs(p.grad.numpy() - grads[pname].grad.numpy()).max())
+        scale = max(scale, np.abs(p.grad.numpy()).max())
     return out, (worst, scale)
 
 
