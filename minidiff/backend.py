@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 DEVICES = ("cpu", "cuda")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))     # what a Tensor holds
 
 _state = {
     "device": "cpu",      # "cpu" | "cuda", or MINIDIFF_DEVICE's wish while "xp" is None
@@ -155,6 +156,21 @@ def array_on(a, device):
     if device == get_device():
         return xp().asarray(a)
     return _import_cupy().asarray(a)
+
+
+def float_dtype_named(target, where):
+    """float32 or float64 when `target` names a dtype (np.float64, "float32", a dtype), None
+    when it does not (a device, then); another dtype is refused. `to` takes either, as torch's
+    Tensor.to and Module.to do."""
+    if target is None or isinstance(target, str) and target in DEVICES:
+        return None
+    try:
+        dtype = np.dtype(target)
+    except TypeError:
+        return None
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{where}: dtype must be float32 or float64, got {dtype}")
+    return dtype
 
 
 def _init_from_env():

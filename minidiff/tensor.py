@@ -16,9 +16,9 @@ import numpy as np
 
 from . import backend, profiler
 from .autograd import _grad_mode
+from .backend import FLOAT_DTYPES, float_dtype_named
 
 DEFAULT_DTYPE = np.float32
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 REAL_KINDS = "biuf"        # bool, int, uint, float: what a Tensor is made from (cast to float)
 
 
@@ -297,6 +297,14 @@ class Tensor:
     def astype(self, dtype):
         """The data cast to `dtype` (float32 or float64); gradients are cast back."""
         return F.astype(self, dtype)
+
+    def to(self, target):
+        """t.to("cpu" | "cuda") moves t (F.to_device: the gradient comes back); t.to(dtype),
+        float32 or float64, casts it (float(), double()), as torch's. Itself if nothing changes."""
+        dtype = float_dtype_named(target, "to")
+        if dtype is None:
+            return F.to_device(self, target)
+        return self.float() if dtype == np.float32 else self.double()
 
     def float(self):
         """t.float(): t as float32, as in PyTorch: itself if it is already, else a cast

@@ -137,3 +137,31 @@ def test_float_and_double_are_the_tensor_itself_when_it_has_that_dtype():
     (t64.float() * 3).sum().backward()
     assert t64.grad.dtype == np.float64
     np.testing.assert_array_equal(t64.grad.numpy(), [3.0, 3.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, "float64", np.dtype("float64")])
+def test_to_a_dtype_casts_a_tensor_and_a_module_as_torch_s_to(dtype):
+    """t.to(dtype) and model.to(dtype) cast, as torch's (base: "to: device: got <class
+    'numpy.float64'>, allowed: cpu, cuda"); a device still moves; the gradient comes back."""
+    x = Tensor(np.array([1.0, -2.0], np.float32), requires_grad=True)
+    y = x.to(dtype)
+    assert y.dtype == np.float64 and y.to(dtype) is y and x.to("cpu") is x
+    (y * y).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, -4.0])            # d Σx² / dx = 2x
+    layer = Linear(2, 3)
+    assert layer.to(dtype) is layer and layer.weight.dtype == np.float64
+    assert layer.to(np.float32).bias.dtype == np.float32
+
+
+@pytest.mark.parametrize("target, message", [
+    (np.int64, "to: dtype must be float32 or float64, got int64"),
+    ("float16", "to: dtype must be float32 or float64, got float16"),
+    ("cuda:0", "to: device: got 'cuda:0', allowed: cpu, cuda"),
+])
+def test_to_something_else_is_refused_in_one_line(target, message):
+    with pytest.raises(ValueError) as e:
+        Tensor(np.ones(2, np.float32)).to(target)
+    assert str(e.value) == message
+    with pytest.raises(ValueError, match="^Module.to: "):
+        Linear(2, 3).to(target)

@@ -34,7 +34,7 @@ Tensor.norm = norm                                          # the 2-norm, reduce
 Tensor.reshape = Tensor.view = reshape                      # view: reshape under torch's name
 Tensor.transpose, Tensor.permute, Tensor.unsqueeze = transpose, permute, unsqueeze
 Tensor.exp, Tensor.log, Tensor.sqrt, Tensor.abs, Tensor.tanh = exp, log, sqrt, abs, tanh
-Tensor.any, Tensor.all, Tensor.to, Tensor.clone = any, all, to_device, clone
+Tensor.any, Tensor.all, Tensor.clone = any, all, clone      # Tensor.to: tensor.py
 Tensor.zero_, Tensor.fill_, Tensor.copy_ = zero_, fill_, copy_
 Tensor.add_, Tensor.sub_, Tensor.mul_, Tensor.div_ = add_, sub_, mul_, div_
 Tensor.__iadd__, Tensor.__isub__, Tensor.__imul__, Tensor.__itruediv__ = add_, sub_, mul_, div_

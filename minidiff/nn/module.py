@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from ..backend import array_on, device_of
+from ..backend import array_on, device_of, float_dtype_named
 from ..tensor import Tensor
 from ..validate import check_bool, check_choice
 
@@ -156,12 +156,16 @@ class Module:
     # ------------------------------------------------------------------ devices
     def to(self, device):
         """Move every parameter, its gradient, and every other Tensor attribute (a buffer) of
-        this module and of all below it to `device` ("cpu" or "cuda"); returns self.
+        this module and of all below it to `device` ("cpu" or "cuda"); returns self. A dtype
+        (float32 or float64) casts them instead, as float() and double() do (torch's to).
 
         In place: the Parameter objects stay, so an optimizer made before still holds them (its
         own state, such as Adam's moments, is not moved here). All or nothing: every array is
         copied before any tensor is changed. A tensor already there is not copied.
         """
+        dtype = float_dtype_named(device, "Module.to")
+        if dtype is not None:
+            return self._cast(dtype)
         device = check_choice("Module.to: device", device, backend.DEVICES)
         tensors = {id(t): t for m in self.modules() for _, t in m._own_tensors()}.values()
         moved = [(t, array_on(t.data, device),
