@@ -1,7 +1,7 @@
 """Sampling shows progress (issue 23, point 6's last gap): Trainer.sample(progress=True) and
 `minidiff sample` draw a tqdm bar of the sampler's steps on stderr (in a log, ten whole lines),
-and the bar changes no sample. On 71d2250 Trainer.sample had no progress= and `minidiff sample` was silent for as long
-as it ran (73 s for 4 images of a U-Net)."""
+and the bar changes no sample. On 71d2250 Trainer.sample had no progress= and `minidiff
+sample` was silent for as long as it ran (73 s for 4 images of a U-Net)."""
 import re
 import sys
 
